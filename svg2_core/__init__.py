@@ -1,0 +1,9 @@
+"""Sparse VideoGen2 attention for video diffusion transformers: plain torch + Triton, no ComfyUI.
+
+Public API: `SVG2Config`, `SVG2State`, `svg2_attention` (q, k, v: [B, H, N, D]) and `SVG2Info`.
+"""
+from .api import SVG2Info, svg2_attention
+from .config import SVG2Config
+from .state import SVG2State
+
+__all__ = ["SVG2Config", "SVG2State", "SVG2Info", "svg2_attention"]

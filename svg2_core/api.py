@@ -1,0 +1,158 @@
+"""`svg2_attention`: Sparse VideoGen2 attention on `[B, H, N, D]` tensors.
+
+Per (batch, head): k-means on queries and on keys (warm-started from an `SVG2State`), top-p selection of
+(query cluster, key cluster) blocks, and attention restricted to those blocks in a cluster-contiguous
+layout. The first `dense_prefix` and last `dense_suffix` tokens are not clustered and stay dense.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Hashable
+
+import torch
+
+from .backends import ClusterPlan, resolve_backend
+from .config import SVG2Config
+from .kmeans import sample_initial_centroids
+from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense
+from .selection import select_blocks
+from .state import CentroidEntry, CentroidSignature, SVG2State
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass
+class SVG2Info:
+    """What one call computed.
+
+    q_labels, k_labels: [B, H, N] int32 cluster ids (-1 for dense prefix/suffix tokens);
+    q_cluster_sizes: [B, H, Cq] int32; k_cluster_sizes: [B, H, Ck] int32;
+    block_mask: [B, H, Cq, Ck] bool; density: [B, H] fp32, the fraction of the N x N map computed
+    (dense tokens included); backend: the backend that ran.
+    """
+
+    q_labels: torch.Tensor
+    k_labels: torch.Tensor
+    q_cluster_sizes: torch.Tensor
+    k_cluster_sizes: torch.Tensor
+    block_mask: torch.Tensor
+    density: torch.Tensor
+    backend: str
+
+
+def _check_inputs(q, k, v, config, dense_prefix, dense_suffix) -> None:
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor [B, H, N, D], got {type(tensor).__name__}")
+        if tensor.dim() != 4:
+            raise ValueError(f"{name} must be 4-D [B, H, N, D], got shape {tuple(tensor.shape)}")
+        if tensor.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError("q, k and v must have the same shape [B, H, N, D], got "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if not isinstance(config, SVG2Config):
+        raise ValueError(f"config must be an SVG2Config, got {type(config).__name__}")
+    num_tokens = q.shape[2]
+    for name, count in (("dense_prefix", dense_prefix), ("dense_suffix", dense_suffix)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {count!r}")
+    clustered = num_tokens - dense_prefix - dense_suffix
+    most_clusters = max(config.num_q_clusters, config.num_k_clusters)
+    if clustered < most_clusters:
+        raise ValueError(
+            f"SVG2 needs at least as many clustered tokens as clusters: N={num_tokens} minus dense_prefix="
+            f"{dense_prefix} and dense_suffix={dense_suffix} leaves {clustered}, fewer than "
+            f"num_q_clusters={config.num_q_clusters} / num_k_clusters={config.num_k_clusters}")
+
+
+def _check_finite(q, k, v) -> None:
+    """Reference path only: this reads a flag back from the device, so the fast path skips it."""
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or Inf; SVG2 needs finite inputs")
+
+
+def _clustered(x: torch.Tensor, dense_prefix: int, dense_suffix: int) -> torch.Tensor:
+    """[B, H, N, D] -> the clustered span as [B*H, Nc, D]."""
+    batch, heads, num_tokens, head_dim = x.shape
+    return x[:, :, dense_prefix:num_tokens - dense_suffix].reshape(batch * heads, -1, head_dim)
+
+
+def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SVG2Config, *,
+                   state: SVG2State | None = None, cache_key: Hashable = None,
+                   dense_prefix: int = 0, dense_suffix: int = 0, backend: str = "auto",
+                   return_info: bool = False):
+    """SVG2 sparse attention.
+
+    q, k, v: [B, H, N, D] (post-RoPE), float32 / float16 / bfloat16, one device.
+    Returns out [B, H, N, D] in q's dtype and device, or (out, SVG2Info) with return_info=True.
+    state / cache_key: centroid cache; without a cached entry k-means runs `kmeans_init_iters` from
+    random distinct seeds, with one it runs `kmeans_iters` from the cached centroids.
+    backend: "torch" (reference), "triton" (fast path, ValueError if it cannot serve the call), "auto".
+    """
+    _check_inputs(q, k, v, config, dense_prefix, dense_suffix)
+    runner = resolve_backend(backend, q)
+    if runner.name == "torch":
+        _check_finite(q, k, v)
+    batch, heads, num_tokens, head_dim = q.shape
+    num_problems = batch * heads
+    q_points = _clustered(q, dense_prefix, dense_suffix)
+    k_points = _clustered(k, dense_prefix, dense_suffix)
+
+    signature = CentroidSignature(batch, heads, q_points.shape[1], head_dim, config.num_q_clusters,
+                                  config.num_k_clusters, str(q.device))
+    cached = state.lookup(cache_key, signature) if state is not None else None
+    if cached is None:
+        generator = torch.Generator(device=q.device).manual_seed(config.seed)
+        q_init = sample_initial_centroids(q_points, config.num_q_clusters, generator)
+        k_init = sample_initial_centroids(k_points, config.num_k_clusters, generator)
+        iterations = config.kmeans_init_iters
+    else:
+        q_init = cached.q_centroids.reshape(num_problems, config.num_q_clusters, head_dim)
+        k_init = cached.k_centroids.reshape(num_problems, config.num_k_clusters, head_dim)
+        iterations = config.kmeans_iters
+    q_clusters = runner.kmeans(q_points, q_init, iterations)
+    k_clusters = runner.kmeans(k_points, k_init, iterations)
+    if state is not None:
+        state.store(cache_key, CentroidEntry(
+            signature,
+            q_clusters.centroids.reshape(batch, heads, config.num_q_clusters, head_dim),
+            k_clusters.centroids.reshape(batch, heads, config.num_k_clusters, head_dim)))
+
+    scale = 1.0 / math.sqrt(head_dim)
+    block_mask = select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes,
+                               config.top_p, config.min_kept_k_clusters, scale)
+    plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
+                       k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
+    out = runner.sparse_attention(q.reshape(num_problems, num_tokens, head_dim),
+                                  k.reshape(num_problems, num_tokens, head_dim),
+                                  v.reshape(num_problems, num_tokens, head_dim), plan, scale)
+    out = out.reshape(batch, heads, num_tokens, head_dim)
+    if not return_info:
+        return out
+    return out, _info(plan, batch, heads, runner.name)
+
+
+def _with_dense_labels(labels: torch.Tensor, dense_prefix: int, dense_suffix: int) -> torch.Tensor:
+    return torch.nn.functional.pad(labels, (dense_prefix, dense_suffix), value=-1)
+
+
+def _info(plan: ClusterPlan, batch: int, heads: int, backend_name: str) -> SVG2Info:
+    density = attention_density(block_sizes_with_dense(plan.q_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
+                                block_sizes_with_dense(plan.k_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
+                                block_mask_with_dense(plan.block_mask))
+    prefix, suffix = plan.dense_prefix, plan.dense_suffix
+    return SVG2Info(
+        q_labels=_with_dense_labels(plan.q_labels, prefix, suffix).reshape(batch, heads, -1),
+        k_labels=_with_dense_labels(plan.k_labels, prefix, suffix).reshape(batch, heads, -1),
+        q_cluster_sizes=plan.q_cluster_sizes.reshape(batch, heads, -1),
+        k_cluster_sizes=plan.k_cluster_sizes.reshape(batch, heads, -1),
+        block_mask=plan.block_mask.reshape(batch, heads, *plan.block_mask.shape[1:]),
+        density=density.reshape(batch, heads),
+        backend=backend_name)

@@ -1,0 +1,89 @@
+"""Batched Euclidean k-means, the PyTorch reference.
+
+Points are `[G, N, D]` (G = batch x heads independent problems), centroids `[G, C, D]` fp32.
+Every Lloyd iteration assigns, then moves each centroid to the mean of its members; an empty cluster
+keeps its centroid. No early stop, so the call never waits on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Rows of points per distance block in the reference: bounds the [rows, C] distance matrix.
+_ASSIGN_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class KMeansResult:
+    """labels: [G, N] int32 from the last assignment; centroids: [G, C, D] fp32, the means of those
+    labels (old centroid where a cluster is empty); cluster_sizes: [G, C] int32."""
+
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    cluster_sizes: torch.Tensor
+
+
+def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:
+    """Cold start: `num_clusters` distinct points per problem, chosen uniformly at random.
+
+    points: [G, N, D] with N >= num_clusters; returns [G, C, D] fp32.
+    """
+    num_problems, num_points, head_dim = points.shape
+    random_scores = torch.rand(num_problems, num_points, generator=generator, device=points.device)
+    seed_index = random_scores.topk(num_clusters, dim=1).indices
+    seeds = points.gather(1, seed_index.unsqueeze(-1).expand(-1, -1, head_dim))
+    return seeds.float()
+
+
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centroid by squared Euclidean distance (lowest index on ties).
+
+    points: [G, N, D]; centroids: [G, C, D] fp32; returns labels [G, N] int64.
+    """
+    num_problems, num_points, _ = points.shape
+    num_clusters = centroids.shape[1]
+    centroid_sq_norms = centroids.square().sum(-1)  # [G, C]
+    rows_per_chunk = max(1, _ASSIGN_CHUNK_ELEMENTS // max(1, num_problems * num_clusters))
+    labels = torch.empty(num_problems, num_points, dtype=torch.int64, device=points.device)
+    for start in range(0, num_points, rows_per_chunk):
+        chunk = points[:, start:start + rows_per_chunk].float()
+        # ||x||^2 is the same for every centroid, so it does not change the arg-min.
+        distances = centroid_sq_norms.unsqueeze(1) - 2.0 * torch.bmm(chunk, centroids.transpose(1, 2))
+        labels[:, start:start + rows_per_chunk] = distances.argmin(-1)
+    return labels
+
+
+def update_centroids(points: torch.Tensor, labels: torch.Tensor, old_centroids: torch.Tensor):
+    """Mean of each cluster's members; empty clusters keep `old_centroids`.
+
+    points: [G, N, D]; labels: [G, N] int64; old_centroids: [G, C, D] fp32.
+    Returns (centroids [G, C, D] fp32, cluster_sizes [G, C] int32).
+    """
+    num_problems, _, head_dim = points.shape
+    num_clusters = old_centroids.shape[1]
+    sums = torch.zeros(num_problems, num_clusters, head_dim, dtype=torch.float32, device=points.device)
+    sums.scatter_add_(1, labels.unsqueeze(-1).expand(-1, -1, head_dim), points.float())
+    counts = torch.zeros(num_problems, num_clusters, dtype=torch.float32, device=points.device)
+    counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
+    means = sums / counts.clamp(min=1.0).unsqueeze(-1)
+    centroids = torch.where(counts.unsqueeze(-1) > 0, means, old_centroids)
+    return centroids, counts.to(torch.int32)
+
+
+def kmeans_torch(points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
+    """`iterations` Lloyd iterations from `init_centroids`.
+
+    points: [G, N, D] any float dtype; init_centroids: [G, C, D]; iterations >= 1.
+    """
+    centroids = init_centroids.float()
+    for _ in range(iterations):
+        labels = assign_to_nearest(points, centroids)
+        centroids, cluster_sizes = update_centroids(points, labels, centroids)
+    return KMeansResult(labels=labels.to(torch.int32), centroids=centroids, cluster_sizes=cluster_sizes)
+
+
+def kmeans_objective(points: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of squared distances of each point to its assigned centroid, per problem: [G] fp64."""
+    assigned = centroids.double().gather(1, labels.long().unsqueeze(-1).expand(-1, -1, centroids.shape[-1]))
+    return (points.double() - assigned).square().sum(dim=(1, 2))
