@@ -47,6 +47,10 @@ class SVG2State:
             return None
         return entry
 
+    def entry(self, cache_key: Hashable) -> CentroidEntry | None:
+        """The cached entry for `cache_key` whatever its signature (for inspection), or None."""
+        return self._entries.get(cache_key)
+
     def store(self, cache_key: Hashable, entry: CentroidEntry) -> None:
         self._entries[cache_key] = entry
 
