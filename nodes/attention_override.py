@@ -1,0 +1,203 @@
+"""The `optimized_attention_override` that routes ComfyUI's video self-attention through SVG2.
+
+ComfyUI calls `override(func, q, k, v, heads, mask=..., skip_reshape=..., skip_output_reshape=...,
+transformer_options=..., **kwargs)`; q/k/v are `[B, L, H*D]` (skip_reshape False) or `[B, H, L, D]`.
+Everything SVG2 does not serve goes to the previous override, else to `func`, with the reason logged once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..svg2_core import SVG2Config, svg2_attention
+from ..svg2_core.backends import triton_unsupported_reason
+from .run_state import ForwardContext, log_once
+
+FORWARD_KEY = "svg2_forward"
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Dense by design or by call type: counted in the stats, not worth a log line.
+_QUIET_REASONS = frozenset({"cross-attention", "warm-up step", "last step", "dense layer",
+                            "not video self-attention", "not video self-attention (text refiner)"})
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which calls stay dense by design: the first/last steps of a sampler call, the first layers,
+    sequences shorter than min_tokens."""
+
+    dense_warmup_steps: int
+    dense_last_steps: int
+    dense_layers: int
+    min_tokens: int
+
+
+@dataclass
+class AttentionCall:
+    """One attention call in SVG2's layout: q, k, v [B, H, L, D] plus how to hand the result back.
+
+    layer / layer_key: set once the call is known to be video self-attention."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: object
+    skip_output_reshape: bool
+    layer: int = -1
+    layer_key: tuple = ()
+
+    def text_tokens(self, context: ForwardContext) -> int:
+        """Joint-attention text tokens in this call (0 for models without text in self-attention)."""
+        return self.q.shape[2] - context.video_tokens if context.geometry.text_position else 0
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """out [B, H, L, D] -> the layout ComfyUI asked for ([B, L, H*D] unless skip_output_reshape)."""
+        if self.skip_output_reshape:
+            return out
+        batch, heads, tokens, head_dim = out.shape
+        return out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+class SVG2AttentionOverride:
+    """Callable installed as `transformer_options["optimized_attention_override"]`.
+
+    The per-forward `ForwardContext` arrives in `transformer_options[FORWARD_KEY]` (set by the patch's
+    APPLY_MODEL wrapper); without it (model called outside a sampler) every call stays dense.
+    """
+
+    def __init__(self, owner, config: SVG2Config, schedule: Schedule, backend: str, previous,
+                 allow_compile: bool) -> None:
+        self.owner = owner
+        self.config = config
+        self.schedule = schedule
+        self.backend = backend
+        self.previous = previous
+        self._route = self._route_eager if allow_compile else torch.compiler.disable(self._route_eager)
+
+    def __deepcopy__(self, memo):
+        """`ModelPatcher.clone()` deep-copies model_options; every clone shares this one override."""
+        return self
+
+    def __call__(self, func, *args, **kwargs):
+        return self._route(func, args, kwargs)
+
+    def dense(self, func, args, kwargs):
+        """The attention this patch replaced: the previous override, else ComfyUI's backend.
+        `kwargs` still holds `_inside_attn_wrapper`, so `func` does not re-enter an override."""
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def _route_eager(self, func, args, kwargs):
+        options = kwargs.get("transformer_options") or {}
+        context = options.get(FORWARD_KEY)
+        if context is None or context.owner is not self.owner:
+            log_once("attention called outside an SVG2-patched sampling run: dense")
+            return self.dense(func, args, kwargs)
+        call = _parse(args, kwargs)
+        reason = self.dense_reason(call, context, options)
+        if reason is not None:
+            context.run.stats.record_dense(reason)
+            if reason not in _QUIET_REASONS:
+                log_once(f"dense attention: {reason}")
+            return self.dense(func, args, kwargs)
+        return self._sparse(call, context)
+
+    def dense_reason(self, call: AttentionCall | None, context: ForwardContext, options: dict) -> str | None:
+        """Why this call must not go sparse (a short, stable phrase), or None to run SVG2.
+
+        A call that is video self-attention is given its layer here (`call.layer`, `call.layer_key`),
+        so the per-forward counter also counts the layers that stay dense.
+        """
+        if call is None:
+            return "unrecognised attention call"
+        if context.unsupported is not None:
+            return context.unsupported
+        reason = _not_video_self_attention(call, context)
+        if reason is not None:
+            return reason
+        call.layer, call.layer_key = context.next_layer(options.get("block_type"), options.get("block_index"))
+        if call.mask is not None:
+            return "masked attention"
+        if options.get("low_precision_attention", True) is False:
+            return "model asked for exact attention"
+        tokens = call.q.shape[2]
+        if tokens < self.schedule.min_tokens:
+            return "fewer tokens than min_tokens"
+        if context.step is None:
+            return "no sampling schedule (sample_sigmas)"
+        if context.step < self.schedule.dense_warmup_steps:
+            return "warm-up step"
+        if context.total_steps is not None and context.step >= context.total_steps - self.schedule.dense_last_steps:
+            return "last step"
+        if call.layer < self.schedule.dense_layers:
+            return "dense layer"
+        if call.q.dtype not in SUPPORTED_DTYPES:
+            return f"dtype {call.q.dtype} not supported"
+        if tokens - call.text_tokens(context) < max(self.config.num_q_clusters, self.config.num_k_clusters):
+            return "fewer video tokens than clusters"
+        return self._backend_reason(call.q)
+
+    def _backend_reason(self, q: torch.Tensor) -> str | None:
+        if self.backend == "torch":
+            return None
+        if q.device.type != "cuda":
+            return "non-CUDA tensor (backend=torch forces the reference)"
+        reason = triton_unsupported_reason(q)
+        if reason is not None:
+            level = logging.WARNING if self.backend == "triton" else logging.INFO
+            log_once(f"Triton fast path cannot serve {tuple(q.shape)} {q.dtype}: {reason}; dense", level)
+            return "Triton fast path unavailable"
+        return None
+
+    def _sparse(self, call: AttentionCall, context: ForwardContext):
+        text = call.text_tokens(context)
+        position = context.geometry.text_position
+        stats = context.run.stats
+        timer = stats.start_timer(call.q.device)
+        out, info = svg2_attention(
+            call.q, call.k, call.v, self.config, state=context.run.centroids,
+            cache_key=(call.layer_key, context.branch, call.q.shape[2]),
+            dense_prefix=text if position == "prefix" else 0, dense_suffix=text if position == "suffix" else 0,
+            backend="torch" if self.backend == "torch" else "triton", return_info=True)
+        timer.stop()
+        stats.record_sparse(context.step, call.layer, info.density, info.backend)
+        return call.output(out)
+
+
+def _as_bhld(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    if skip_reshape:
+        return x
+    batch, tokens, width = x.shape
+    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
+
+
+def _parse(args, kwargs) -> AttentionCall | None:
+    """ComfyUI's positional/keyword attention arguments -> an AttentionCall in [B, H, L, D]."""
+    names = ("q", "k", "v", "heads")
+    values = dict(zip(names, args))
+    for name in names[len(args):]:
+        values[name] = kwargs.get(name)
+    if any(values[name] is None for name in names):
+        return None
+    skip_reshape = bool(kwargs.get("skip_reshape", False))
+    q, k, v = (_as_bhld(values[name], values["heads"], skip_reshape) for name in ("q", "k", "v"))
+    return AttentionCall(q, k, v, kwargs.get("mask"), bool(kwargs.get("skip_output_reshape", False)))
+
+
+def _not_video_self_attention(call: AttentionCall, context: ForwardContext) -> str | None:
+    """Cross-attention, text-only self-attention (HunyuanVideo's token refiner) and anything shorter
+    than the video."""
+    q, k, v = call.q, call.k, call.v
+    if q.shape != k.shape or q.shape != v.shape:
+        return "cross-attention"
+    tokens = q.shape[2]
+    if context.geometry.text_position is None:
+        if tokens < context.video_tokens:
+            return "not video self-attention"
+        if tokens == context.text_tokens:
+            return "video as long as the text: self- and cross-attention look alike"
+    elif tokens < context.video_tokens + context.text_tokens:
+        return "not video self-attention (text refiner)"
+    return None

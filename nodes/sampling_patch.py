@@ -1,0 +1,112 @@
+"""Installs SVG2 on a ModelPatcher clone: the attention override plus two keyed wrappers.
+
+APPLY_MODEL (once per forward): step from `sample_sigmas`, token geometry from the latent, CFG branch,
+written into that forward's `transformer_options` as a `ForwardContext`. OUTER_SAMPLE (once per
+sampling run): a fresh `RunState`, then the `svg2.stats` report in a `finally`.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..svg2_core import SVG2Config
+from .attention_override import FORWARD_KEY, Schedule, SVG2AttentionOverride
+from .model_geometry import geometry_of
+from .run_state import ForwardContext, RunState, log_once, step_index
+from .stats import publish, summary_text
+
+log = logging.getLogger("svg2")
+
+WRAPPER_KEY = "svg2"
+OVERRIDE_KEY = "optimized_attention_override"
+
+
+class SVG2Patch:
+    """One node execution's SVG2 settings and the state of the sampling run in progress.
+
+    `last_stats` keeps the payload of the most recent run (also sent as `svg2.stats`).
+    """
+
+    def __init__(self, config: SVG2Config, schedule: Schedule, backend: str, allow_compile: bool,
+                 previous_override, node_id=None) -> None:
+        self.node_id = node_id
+        self.settings = {"top_p": config.top_p, "num_q_clusters": config.num_q_clusters,
+                         "num_k_clusters": config.num_k_clusters, "backend": backend,
+                         "dense_warmup_steps": schedule.dense_warmup_steps,
+                         "dense_last_steps": schedule.dense_last_steps, "dense_layers": schedule.dense_layers}
+        self.override = SVG2AttentionOverride(self, config, schedule, backend, previous_override, allow_compile)
+        self.run: RunState | None = None
+        self.last_stats: dict | None = None
+        self._geometry: dict[int, object] = {}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def install(self, model_patcher) -> None:
+        """Put the override and the wrappers on `model_patcher` (a clone owned by the caller)."""
+        import comfy.patcher_extension as extension
+
+        model_patcher.model_options.setdefault("transformer_options", {})[OVERRIDE_KEY] = self.override
+        for wrapper_type, wrapper in ((extension.WrappersMP.APPLY_MODEL, self.apply_model_wrapper),
+                                      (extension.WrappersMP.OUTER_SAMPLE, self.outer_sample_wrapper)):
+            model_patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+            model_patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
+
+    def geometry(self, diffusion_model):
+        key = id(diffusion_model)
+        if key not in self._geometry:
+            self._geometry[key] = geometry_of(diffusion_model)
+        return self._geometry[key]
+
+    def outer_sample_wrapper(self, executor, *args, **kwargs):
+        previous, self.run = self.run, RunState()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            run, self.run = self.run, previous
+            self._report(run)
+
+    def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                            transformer_options=None, **kwargs):
+        options = dict(transformer_options or {})
+        if self.run is None:
+            log_once("model evaluated outside a sampler run: SVG2 stays off for that call")
+        else:
+            options[FORWARD_KEY] = self._forward_context(executor.class_obj, x, t, c_crossattn, options, kwargs)
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+
+    def _forward_context(self, base_model, x, t, c_crossattn, options, kwargs) -> ForwardContext:
+        geometry = self.geometry(base_model.diffusion_model)
+        unsupported = geometry if isinstance(geometry, str) else None
+        if unsupported is None and x.ndim != 5:
+            unsupported = f"latent of shape {tuple(x.shape)} is not a video [B, C, T, H, W]"
+        if unsupported is not None:
+            return ForwardContext(self, self.run, None, None, None, unsupported, 0, 0, ())
+        schedule = options.get("sample_sigmas")
+        sigma = options.get("sigmas", t)
+        total_steps = len(schedule) - 1 if schedule is not None else None
+        if total_steps is not None:
+            self.run.total_steps = max(self.run.total_steps or 0, total_steps)
+        video_tokens = geometry.video_tokens(x.shape)
+        reference = kwargs.get("ref_latent")  # HunyuanVideo: reference frames join the video tokens
+        if reference is not None and reference.ndim == 5:
+            video_tokens += geometry.video_tokens(reference.shape)
+        text_tokens = c_crossattn.shape[1] if c_crossattn is not None and c_crossattn.ndim == 3 else 0
+        branch = (tuple(str(u) for u in options.get("uuids", ())), tuple(options.get("cond_or_uncond", ())))
+        window = options.get("context_window")
+        if window is not None:
+            branch += (tuple(getattr(window, "index_list", ())),)
+        return ForwardContext(self, self.run, step_index(sigma, schedule), total_steps, geometry, None,
+                              video_tokens, text_tokens, branch)
+
+    def _report(self, run: RunState) -> None:
+        try:
+            payload = {"model": None, "steps": run.total_steps, "settings": self.settings, **run.stats.summary()}
+            geometries = [g.family for g in self._geometry.values() if not isinstance(g, str)]
+            payload["model"] = geometries[0] if geometries else None
+            self.last_stats = payload
+            log.info("%s", summary_text(payload))
+            publish(payload, self.node_id)
+        except Exception:  # reporting must never fail or mask the sampling result
+            log.exception("SVG2: could not summarise the run")
+        finally:
+            run.reset()

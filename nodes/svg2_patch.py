@@ -1,0 +1,119 @@
+"""The "SVG2 Sparse Attention" node: MODEL in, a clone whose video self-attention runs through SVG2 out.
+
+V1 node API (works from ComfyUI 0.3.64 on). The node only validates widgets and installs an `SVG2Patch`;
+the work happens while sampling (see sampling_patch.py and attention_override.py).
+"""
+from __future__ import annotations
+
+from ..svg2_core import SVG2Config
+from .attention_override import Schedule, SVG2AttentionOverride
+from .run_state import log_once
+from .sampling_patch import OVERRIDE_KEY, SVG2Patch
+
+BACKENDS = ["auto", "triton", "torch"]
+
+# name -> (type, default, min, max, step, tooltip); the ranges are also what execute() enforces.
+REQUIRED_WIDGETS = {
+    "top_p": ("FLOAT", 0.9, 0.01, 1.0, 0.01,
+              "Share of each query cluster's estimated attention mass to keep. 1.0 = exact dense attention; "
+              "0.9 (official default) computes about 30% of the attention map on 720p Wan/HunyuanVideo "
+              "(~3x faster attention); 0.7 is faster, less faithful."),
+    "num_q_clusters": ("INT", 300, 1, 4096, 1,
+                       "k-means clusters for queries, per head. 300 for 720p, 200 for 480p (official scripts); "
+                       "more clusters = finer selection, more k-means time."),
+    "num_k_clusters": ("INT", 1000, 1, 8192, 1,
+                       "k-means clusters for keys, per head. 1000 in the official scripts; each kept key cluster "
+                       "averages tokens/1000 keys (75 at Wan 720p)."),
+    "dense_warmup_steps": ("INT", 10, 0, 10000, 1,
+                           "First sampling steps of each sampler run kept dense: 10 of 50 = 20% (Wan default). "
+                           "With Wan 2.2's two experts, set it on the high-noise model's node."),
+    "dense_layers": ("INT", 1, 0, 1000, 1,
+                     "First transformer blocks kept dense at every step: 1 of 40 on Wan 14B, 1 of 60 on "
+                     "HunyuanVideo (official default)."),
+}
+ADVANCED_WIDGETS = {
+    "dense_last_steps": ("INT", 0, 0, 10000, 1,
+                         "Last sampling steps kept dense (0 = none); 2-5 can restore fine detail."),
+    "min_k_cluster_ratio": ("FLOAT", 0.10, 0.0, 1.0, 0.01,
+                            "Every query cluster keeps at least this share of key clusters: 0.10 = 100 of 1000 "
+                            "(official); raises the floor on density."),
+    "kmeans_iters": ("INT", 2, 1, 100, 1,
+                     "k-means iterations per step, warm-started from the previous step's centroids (official: 2; "
+                     "the first sparse step runs 50 from scratch)."),
+    "min_tokens": ("INT", 8192, 0, 10_000_000, 1,
+                   "Calls with fewer tokens stay dense: below ~8k tokens clustering costs more than it saves "
+                   "(Wan 480p 81 frames = 32,760 tokens, 720p = 75,600)."),
+}
+BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
+                   "with a warning when it falls back. torch: the slow PyTorch reference on any device (tests).")
+COMPILE_TOOLTIP = ("Off: SVG2 runs outside torch.compile, so a compiled model does not recompile per step. "
+                   "On: let torch.compile trace the sparse path (experimental).")
+
+
+def _widget(spec) -> tuple:
+    kind, default, low, high, step, tooltip = spec
+    options = {"default": default, "min": low, "max": high, "step": step, "tooltip": tooltip}
+    if kind == "FLOAT":
+        options.update(round=0.001, display="slider")
+    return (kind, options)
+
+
+def _checked(name: str, value, spec):
+    """value, if it is a number in the widget's range; else a ValueError naming the range."""
+    kind, _, low, high, _, _ = spec
+    number_types = (int,) if kind == "INT" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number_types) or not low <= value <= high:
+        raise ValueError(f"{name} must be {'an int' if kind == 'INT' else 'a number'} in [{low}, {high}], "
+                         f"got {value!r}")
+    return value
+
+
+class SVG2SparseAttention:
+    """Patch a Wan 2.1/2.2 or HunyuanVideo MODEL so its video self-attention runs through SVG2."""
+
+    DESCRIPTION = ("Sparse VideoGen2 attention for Wan 2.1/2.2 and HunyuanVideo: clusters queries and keys with "
+                   "k-means and computes only the attention blocks that carry top_p of the attention mass. "
+                   "Place it between the model loader and the sampler, after any Sage/Flash attention patch "
+                   "(that one keeps serving the dense calls). Statistics appear on the node after sampling.")
+    CATEGORY = "model_patches/attention"
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A clone of the model with SVG2 self-attention; the input model is unchanged.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required = {"model": ("MODEL", {"tooltip": "A Wan 2.1/2.2 or HunyuanVideo model; others pass through."})}
+        required.update({name: _widget(spec) for name, spec in REQUIRED_WIDGETS.items()})
+        required["backend"] = (BACKENDS, {"default": "auto", "tooltip": BACKEND_TOOLTIP})
+        optional = {name: (_widget(spec)[0], {**_widget(spec)[1], "advanced": True})
+                    for name, spec in ADVANCED_WIDGETS.items()}
+        optional["allow_compile"] = ("BOOLEAN", {"default": False, "advanced": True, "tooltip": COMPILE_TOOLTIP})
+        return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def patch(self, model, top_p, num_q_clusters, num_k_clusters, dense_warmup_steps, dense_layers, backend,
+              dense_last_steps=0, min_k_cluster_ratio=0.10, kmeans_iters=2, min_tokens=8192,
+              allow_compile=False, unique_id=None):
+        values = {"top_p": top_p, "num_q_clusters": num_q_clusters, "num_k_clusters": num_k_clusters,
+                  "dense_warmup_steps": dense_warmup_steps, "dense_layers": dense_layers,
+                  "dense_last_steps": dense_last_steps, "min_k_cluster_ratio": min_k_cluster_ratio,
+                  "kmeans_iters": kmeans_iters, "min_tokens": min_tokens}
+        specs = {**REQUIRED_WIDGETS, **ADVANCED_WIDGETS}
+        for name, value in values.items():
+            _checked(name, value, specs[name])
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        config = SVG2Config(top_p=float(top_p), num_q_clusters=num_q_clusters, num_k_clusters=num_k_clusters,
+                            min_k_cluster_ratio=float(min_k_cluster_ratio), kmeans_iters=kmeans_iters)
+        schedule = Schedule(dense_warmup_steps, dense_last_steps, dense_layers, min_tokens)
+
+        patched = model.clone()
+        previous = patched.model_options.get("transformer_options", {}).get(OVERRIDE_KEY)
+        if isinstance(previous, SVG2AttentionOverride):
+            log_once("an SVG2 node follows another SVG2 node: the later settings replace the earlier ones")
+            previous = previous.previous
+        SVG2Patch(config, schedule, backend, bool(allow_compile), previous, unique_id).install(patched)
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"SVG2SparseAttention": SVG2SparseAttention}
+NODE_DISPLAY_NAME_MAPPINGS = {"SVG2SparseAttention": "SVG2 Sparse Attention"}
