@@ -112,7 +112,7 @@ class SVG2Compare:
         mean_psnr = sum(psnr) / len(psnr)
         mean_ssim = sum(ssim) / len(ssim)
         report = format_report(psnr, ssim)
-        return {"ui": {"text": [report]}, "result": (mean_psnr, mean_ssim, report)}
+        return {"ui": {"text": [report], "psnr": psnr, "ssim": ssim}, "result": (mean_psnr, mean_ssim, report)}
 
 
 NODE_CLASS_MAPPINGS = {"SVG2Compare": SVG2Compare}

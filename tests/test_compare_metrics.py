@@ -96,5 +96,6 @@ def test_node_returns_means_report_and_ui_text():
     assert mean_psnr == pytest.approx(20.0, abs=1e-4)
     assert 0.0 < mean_ssim < 1.0
     assert out["ui"]["text"] == [report]
+    assert out["ui"]["psnr"] == pytest.approx([20.0, 20.0], abs=1e-4) and len(out["ui"]["ssim"]) == 2
     assert report.splitlines()[0].startswith("mean PSNR 20.00 dB")
     assert len(report.splitlines()) == 3
