@@ -43,8 +43,10 @@ def comfyui_path() -> Path | None:
 def import_comfyui(path: Path):
     """Import ComfyUI from `path` in CPU mode; returns its `nodes` module."""
     if "comfy.model_management" not in sys.modules:
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
+        # ComfyUI's top-level `nodes` must win over this repo's `nodes/` package.
+        if str(path) in sys.path:
+            sys.path.remove(str(path))
+        sys.path.insert(0, str(path))
         argv = sys.argv
         sys.argv = [argv[0], "--cpu"]
         try:
@@ -113,6 +115,18 @@ class _ClipVisionOutput:
 
     def __init__(self, penultimate_hidden_states: torch.Tensor) -> None:
         self.penultimate_hidden_states = penultimate_hidden_states
+
+
+def sample(nodes, model, name: str, steps: int = 3, seed: int = 0, batch: int = 1,
+           positive_tokens: int = 7, negative_tokens: int = 5, prompt_seed: int = 1) -> torch.Tensor:
+    """The latent the real `common_ksampler` (KSampler's body) returns: euler, simple, cfg 3.
+
+    Prompts of different lengths keep cond and uncond in separate forwards (two CFG branches)."""
+    positive = conditioning(name, positive_tokens, prompt_seed)
+    negative = conditioning(name, negative_tokens, prompt_seed + 1000)
+    (latent,) = nodes.common_ksampler(model, seed, steps, 3.0, "euler", "simple", positive, negative,
+                                      empty_latent(name, batch))
+    return latent["samples"]
 
 
 def empty_latent(name: str, batch: int = 1) -> dict:
