@@ -37,6 +37,7 @@ class Schedule:
 class AttentionCall:
     """One attention call in SVG2's layout: q, k, v [B, H, L, D] plus how to hand the result back.
 
+    exact: the model passed `low_precision_attention=False` (newer ComfyUI: keep this call exact);
     layer / layer_key: set once the call is known to be video self-attention."""
 
     q: torch.Tensor
@@ -44,6 +45,7 @@ class AttentionCall:
     v: torch.Tensor
     mask: object
     skip_output_reshape: bool
+    exact: bool = False
     layer: int = -1
     layer_key: tuple = ()
 
@@ -120,7 +122,7 @@ class SVG2AttentionOverride:
         call.layer, call.layer_key = context.next_layer(options.get("block_type"), options.get("block_index"))
         if call.mask is not None:
             return "masked attention"
-        if options.get("low_precision_attention", True) is False:
+        if call.exact:
             return "model asked for exact attention"
         tokens = call.q.shape[2]
         if tokens < self.schedule.min_tokens:
@@ -183,7 +185,8 @@ def _parse(args, kwargs) -> AttentionCall | None:
         return None
     skip_reshape = bool(kwargs.get("skip_reshape", False))
     q, k, v = (_as_bhld(values[name], values["heads"], skip_reshape) for name in ("q", "k", "v"))
-    return AttentionCall(q, k, v, kwargs.get("mask"), bool(kwargs.get("skip_output_reshape", False)))
+    return AttentionCall(q, k, v, kwargs.get("mask"), bool(kwargs.get("skip_output_reshape", False)),
+                         exact=kwargs.get("low_precision_attention", True) is False)
 
 
 def _not_video_self_attention(call: AttentionCall, context: ForwardContext) -> str | None:
