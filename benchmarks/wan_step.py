@@ -1,0 +1,255 @@
+"""One Wan 2.1 denoising step (both CFG branches, batch 2), dense versus SVG2, on real-size models.
+
+Builds ComfyUI's own `comfy.ldm.wan.model.WanModel` with random bf16 weights on the GPU and runs its
+forward with this pack's SVG2 patch (the node's override and APPLY_MODEL/OUTER_SAMPLE wrappers), so the
+timed path is the one ComfyUI runs. Shapes: 1.3B at 480p x 81 frames (grid 21x30x52 = 32,760 tokens),
+14B at 720p x 81 frames (grid 21x45x80 = 75,600 tokens).
+
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --json bench-out/wan_step.json
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --tiny     # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import statistics
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_MODULE = "comfyui_svg2"
+# Hard imports in ComfyUI's module tree that the Wan forward never calls (memory mapping, image I/O,
+# progress bars); stubbed only where the machine lacks them.
+UNUSED_BY_WAN = ("comfy_aimdo", "comfy_aimdo.model_vbar", "comfy_aimdo.torch", "comfy_aimdo.host_buffer",
+                 "comfy_aimdo.model_mmap", "PIL", "PIL.Image", "PIL.ImageOps", "tqdm", "tqdm.auto")
+
+
+def _unavailable(module_name: str):
+    def __getattr__(attribute):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+
+        def missing(*args, **kwargs):
+            raise RuntimeError(f"{module_name}.{attribute} is not installed here (stubbed by wan_step.py)")
+        return missing
+    return __getattr__
+
+
+def stub_missing_modules(names=UNUSED_BY_WAN) -> list[str]:
+    """Empty stand-ins for the modules in `names` that cannot be imported; returns their names."""
+    stubbed = []
+    for name in names:
+        parent = name.split(".")[0]
+        if parent not in stubbed and importlib.util.find_spec(parent) is not None:
+            continue
+        module = types.ModuleType(name)
+        module.__path__ = []
+        module.__getattr__ = _unavailable(name)
+        sys.modules[name] = module
+        if "." in name:
+            setattr(sys.modules[parent], name.split(".", 1)[1], module)
+        stubbed.append(name)
+    return stubbed
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dim: int
+    ffn_dim: int
+    layers: int
+    latent: tuple  # (T, H, W) of the 16-channel latent; the grid is (T, H/2, W/2)
+
+
+CASES = {
+    "1.3b": Case("Wan 2.1 1.3B 480p 81f", 1536, 8960, 30, (21, 60, 104)),
+    "14b": Case("Wan 2.1 14B 720p 81f", 5120, 13824, 40, (21, 90, 160)),
+    "tiny": Case("tiny Wan (CPU smoke)", 256, 512, 3, (3, 16, 16)),
+}
+
+
+def import_comfyui(path: Path):
+    """ComfyUI's Wan model class and ops, importing only what the Wan forward needs."""
+    sys.path.insert(0, str(path))
+    stubbed = stub_missing_modules()
+    if stubbed:
+        logging.info("not installed, stubbed (unused by the Wan forward): %s", ", ".join(stubbed))
+    import comfy.cli_args
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+    import comfy.ldm.wan.model
+    import comfy.ops
+    return comfy.ldm.wan.model.WanModel, comfy.ops.disable_weight_init
+
+
+def load_pack():
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@torch.no_grad()
+def build_model(wan_class, operations, case: Case, device, dtype):
+    """Random weights: matrices ~ N(0, 1/fan_in), norm scales 1, biases 0."""
+    model = wan_class(model_type="t2v", in_dim=16, dim=case.dim, ffn_dim=case.ffn_dim, out_dim=16,
+                      num_heads=case.dim // 128, num_layers=case.layers, device=device, dtype=dtype,
+                      operations=operations)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if parameter.dim() == 1:
+            parameter.fill_(1.0 if "norm" in name else 0.0)
+        else:
+            fan_in = parameter[0].numel()
+            parameter.normal_(0.0, fan_in ** -0.5, generator=generator)
+    return model.eval()
+
+
+class ModelCall:
+    """Stands in for ComfyUI's APPLY_MODEL executor: `class_obj.diffusion_model` and a call that runs
+    the diffusion model's forward with the wrapper's transformer_options."""
+
+    def __init__(self, model) -> None:
+        self.class_obj = types.SimpleNamespace(diffusion_model=model)
+
+    def __call__(self, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        return self.class_obj.diffusion_model(x, t * 1000.0, context=c_crossattn,
+                                              transformer_options=transformer_options)
+
+
+def time_ms(fn, reps: int, cuda: bool) -> list[float]:
+    """Wall time of each call of fn (CUDA events on a GPU)."""
+    times = []
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - begin) * 1000.0)
+    return times
+
+
+def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> dict:
+    model = build_model(wan_class, operations, case, device, dtype)
+    generator = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(2, 16, *case.latent, generator=generator, device=device, dtype=dtype)
+    context = torch.randn(2, 512, 4096, generator=generator, device=device, dtype=dtype)
+    schedule = torch.linspace(1.0, 0.0, args.steps + 1, device=device)
+    step = args.warmup_steps  # the first sparse step of the schedule
+    sigma = schedule[step].repeat(2)
+    options = {"sample_sigmas": schedule, "sigmas": sigma, "cond_or_uncond": [1, 0], "uuids": ["uncond", "cond"]}
+
+    nodes = pack.nodes
+    config = pack.svg2_core.SVG2Config(top_p=args.top_p, num_q_clusters=args.q_clusters,
+                                       num_k_clusters=args.k_clusters)
+    schedule_settings = nodes.attention_override.Schedule(dense_warmup_steps=args.warmup_steps, dense_last_steps=0,
+                                                          dense_layers=args.dense_layers, min_tokens=args.min_tokens)
+    patch = nodes.sampling_patch.SVG2Patch(config, schedule_settings, args.backend, False, None)
+    call = ModelCall(model)
+    cuda = device.type == "cuda"
+
+    def dense_step():
+        return call(x, sigma, None, context, None, dict(options))
+
+    def sparse_step():
+        return patch.apply_model_wrapper(call, x, sigma, None, context, None,
+                                         {**options, "optimized_attention_override": patch.override})
+
+    with torch.no_grad():
+        dense_times = time_ms(dense_step, args.warmup_reps + args.reps, cuda)[args.warmup_reps:]
+        measured = {}
+
+        def sampling_run():
+            measured["cold"] = time_ms(sparse_step, 1, cuda)[0]  # k-means from scratch
+            measured["warm"] = time_ms(sparse_step, args.warmup_reps + args.reps, cuda)[args.warmup_reps:]
+
+        patch.outer_sample_wrapper(sampling_run)
+    stats = patch.last_stats
+    calls_per_step = stats["sparse_calls"] / max(1, 1 + args.warmup_reps + args.reps)
+    dense_ms, sparse_ms = statistics.median(dense_times), statistics.median(measured["warm"])
+    sparse_steps = args.steps - args.warmup_steps
+    total_dense = args.steps * dense_ms
+    total_svg2 = args.warmup_steps * dense_ms + sparse_steps * sparse_ms + (measured["cold"] - sparse_ms)
+    tokens = case.latent[0] * (case.latent[1] // 2) * (case.latent[2] // 2)
+    del model
+    return {
+        "case": case.name, "grid": [case.latent[0], case.latent[1] // 2, case.latent[2] // 2], "tokens": tokens,
+        "heads": case.dim // 128, "layers": case.layers, "batch": 2, "dtype": str(dtype).replace("torch.", ""),
+        "top_p": args.top_p, "num_q_clusters": args.q_clusters, "num_k_clusters": args.k_clusters,
+        "dense_layers": args.dense_layers, "backend": args.backend, "svg2_backends": stats["backends"],
+        "measured_density": stats["mean_density"], "sparse_calls_per_step": calls_per_step,
+        "dense_reasons": stats["dense_reasons"],
+        "dense_step_ms": round(dense_ms, 2), "sparse_step_ms": round(sparse_ms, 2),
+        "first_sparse_step_ms": round(measured["cold"], 2), "step_speedup": round(dense_ms / sparse_ms, 3),
+        "svg2_attention_ms_per_step": round(stats["svg2_time_ms"] / (1 + args.warmup_reps + args.reps), 2),
+        "projected_speedup": {"steps": args.steps, "dense_warmup_steps": args.warmup_steps,
+                              "speedup": round(total_dense / total_svg2, 3)},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comfyui", type=Path, required=True, help="a ComfyUI source tree (its comfy/ package)")
+    parser.add_argument("--models", default="1.3b,14b", help="comma list of 1.3b, 14b")
+    parser.add_argument("--tiny", action="store_true", help="a 3-layer CPU-sized model, backend torch (smoke run)")
+    parser.add_argument("--top-p", type=float, default=0.3,
+                        help="random weights make attention flat, so density follows top_p: 0.3 -> ~30%%")
+    parser.add_argument("--q-clusters", type=int, default=300)
+    parser.add_argument("--k-clusters", type=int, default=1000)
+    parser.add_argument("--dense-layers", type=int, default=1)
+    parser.add_argument("--backend", default="triton", choices=["auto", "triton", "torch"])
+    parser.add_argument("--steps", type=int, default=50, help="steps of the projected run")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="dense warm-up steps of the projected run")
+    parser.add_argument("--min-tokens", type=int, default=8192)
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
+    parser.add_argument("--warmup-reps", type=int, default=1, help="untimed repetitions first")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    wan_class, operations = import_comfyui(args.comfyui.resolve())
+    pack = load_pack()
+    if args.tiny:
+        cases, device, dtype = [CASES["tiny"]], torch.device("cpu"), torch.float32
+        args.q_clusters, args.k_clusters, args.min_tokens = min(args.q_clusters, 16), min(args.k_clusters, 32), 0
+        args.reps, args.backend = min(args.reps, 2), "torch"
+    else:
+        if not torch.cuda.is_available():
+            parser.error("the real-size run needs a CUDA GPU (use --tiny on CPU)")
+        cases, device, dtype = [CASES[name.strip()] for name in args.models.split(",")], torch.device("cuda"), torch.bfloat16
+    results = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "cases": []}
+    for case in cases:
+        result = run_case(case, pack, wan_class, operations, args, device, dtype)
+        results["cases"].append(result)
+        logging.info("%s: tokens %d, density %.3f (top_p %.2f, backends %s), dense step %.1f ms, SVG2 step %.1f ms "
+                     "(first %.1f ms) -> step %.2fx, projected %d steps with %d dense: %.2fx; dense calls %s",
+                     result["case"], result["tokens"], result["measured_density"] or 0.0, args.top_p,
+                     result["svg2_backends"], result["dense_step_ms"], result["sparse_step_ms"],
+                     result["first_sparse_step_ms"], result["step_speedup"], args.steps, args.warmup_steps,
+                     result["projected_speedup"]["speedup"], result["dense_reasons"])
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
