@@ -1,0 +1,334 @@
+"""`python -m svg2_core.bench`: SVG2 against dense SDPA and a positional block-sparse baseline.
+
+Inputs come from svg2_core.synthetic (structured video tokens). On a GPU the Triton fast path is timed
+per stage with triton.testing.do_bench (median ms); without one the torch reference runs a tiny shape.
+Errors and recall are measured on sampled query rows against fp32 attention of the same bf16 inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .backends import ClusterPlan, TorchBackend
+from .kmeans import sample_initial_centroids
+from .selection import select_blocks
+from .synthetic import MODEL_SHAPES, structured_qkv
+
+log = logging.getLogger("svg2.bench")
+
+
+def _timer(device: torch.device):
+    """Median milliseconds of fn(): do_bench on CUDA, a few wall-clock runs on the CPU."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return lambda fn: float(triton.testing.do_bench(fn, warmup=5, rep=40, return_mode="median"))
+
+    def cpu_time(fn):
+        fn()
+        samples = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(samples)
+
+    return cpu_time
+
+
+def _sdpa(q, k, v, backend):
+    from torch.nn.attention import sdpa_kernel
+
+    with sdpa_kernel([backend]):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def dense_backends(q, k, v, timer) -> list[dict]:
+    """Each available SDPA backend: name, ms or the reason it is unavailable. q, k, v: [B, H, N, D]."""
+    from torch.nn.attention import SDPBackend
+
+    choices = [("cuDNN SDPA", SDPBackend.CUDNN_ATTENTION), ("flash SDPA", SDPBackend.FLASH_ATTENTION),
+               ("efficient SDPA", SDPBackend.EFFICIENT_ATTENTION)]
+    if q.device.type == "cpu":
+        choices = [("math SDPA", SDPBackend.MATH)]
+    rows = []
+    for name, backend in choices:
+        try:
+            _sdpa(q, k, v, backend)
+            rows.append({"method": name, "ms": timer(lambda b=backend: _sdpa(q, k, v, b))})
+        except RuntimeError as error:
+            rows.append({"method": name, "ms": None, "note": f"unavailable: {str(error).splitlines()[0][:80]}"})
+    timed = [row for row in rows if row["ms"] is not None]
+    best = min(timed, key=lambda row: row["ms"])
+    best["best"] = True
+    return rows
+
+
+def block_of_tokens(labels: torch.Tensor, dense_prefix: int, dense_suffix: int, num_clusters: int) -> torch.Tensor:
+    """Extended block id of every token in original order: [G, N] (prefix 0, clusters 1..C, suffix C+1)."""
+    inner = labels.long() + 1
+    return torch.cat([
+        inner.new_zeros(labels.shape[0], dense_prefix), inner,
+        inner.new_full((labels.shape[0], dense_suffix), num_clusters + 1)], dim=1)
+
+
+def sampled_quality(q, k, v, outputs: dict, masks: dict, scale: float, rows_per_head: int, seed: int = 0) -> dict:
+    """Relative errors and recall on sampled query rows, head by head.
+
+    q, k, v: [G, N, D]; outputs: name -> [G, N, D]; masks: name -> fn(g, rows) -> allowed [R, N] bool.
+    For each mask: `recall` (dense attention mass inside the mask), `error_vs_dense` of the output,
+    `error_vs_oracle` (vs fp32 attention under the same mask) and `torch_lowp_error_vs_oracle` (PyTorch
+    doing the same masked attention in q's dtype: scores, softmax in fp32, probabilities and output in q's dtype).
+    """
+    num_problems, num_tokens, _ = q.shape
+    generator = torch.Generator().manual_seed(seed)
+    sums = {name: {"recall": 0.0, "dense_err": 0.0, "oracle_err": 0.0, "lowp_err": 0.0, "oracle": 0.0}
+            for name in masks}
+    dense_norm = 0.0
+    for g in range(num_problems):
+        rows = torch.randperm(num_tokens, generator=generator)[:rows_per_head].to(q.device)
+        qf, kf, vf = q[g, rows].float(), k[g].float(), v[g].float()
+        scores = (qf @ kf.T) * scale
+        probabilities = scores.softmax(-1)
+        dense = probabilities @ vf
+        dense_norm += float(dense.square().sum())
+        for name, mask_fn in masks.items():
+            allowed = mask_fn(g, rows)
+            masked = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+            oracle = masked @ vf
+            lowp_scores = (q[g, rows] @ k[g].T).float() * scale
+            lowp = lowp_scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0).to(q.dtype) @ v[g]
+            out = outputs[name][g, rows].float()
+            entry = sums[name]
+            entry["recall"] += float((probabilities * allowed).sum())
+            entry["dense_err"] += float((out - dense).square().sum())
+            entry["oracle_err"] += float((out - oracle).square().sum())
+            entry["lowp_err"] += float((lowp.float() - oracle).square().sum())
+            entry["oracle"] += float(oracle.square().sum())
+    count = num_problems * min(rows_per_head, num_tokens)
+    return {name: {"recall": entry["recall"] / count,
+                   "error_vs_dense": math.sqrt(entry["dense_err"] / dense_norm),
+                   "error_vs_oracle": math.sqrt(entry["oracle_err"] / entry["oracle"]),
+                   "torch_lowp_error_vs_oracle": math.sqrt(entry["lowp_err"] / entry["oracle"])}
+            for name, entry in sums.items()}
+
+
+def positional_plan(q, k, density: torch.Tensor, scale: float, block_q: int = 128, block_k: int = 64) -> ClusterPlan:
+    """SpargeAttn/SVG1-style map: fixed position blocks, mean-pooled scores, per query block the top
+    round(density * blocks) key blocks (density: [G], SVG2's). q, k: [G, N, D]."""
+    num_problems, num_tokens, head_dim = q.shape
+    positions = torch.arange(num_tokens, device=q.device)
+    q_labels = (positions // block_q).to(torch.int32).expand(num_problems, -1).contiguous()
+    k_labels = (positions // block_k).to(torch.int32).expand(num_problems, -1).contiguous()
+    num_q_blocks, num_k_blocks = -(-num_tokens // block_q), -(-num_tokens // block_k)
+    q_sizes = torch.bincount(q_labels[0].long(), minlength=num_q_blocks).int().expand(num_problems, -1).contiguous()
+    k_sizes = torch.bincount(k_labels[0].long(), minlength=num_k_blocks).int().expand(num_problems, -1).contiguous()
+    q_means = torch.zeros(num_problems, num_q_blocks, head_dim, device=q.device).index_add_(
+        1, q_labels[0].long(), q.float()) / q_sizes.unsqueeze(-1)
+    k_means = torch.zeros(num_problems, num_k_blocks, head_dim, device=q.device).index_add_(
+        1, k_labels[0].long(), k.float()) / k_sizes.unsqueeze(-1)
+    block_scores = torch.bmm(q_means, k_means.transpose(1, 2)) * scale
+    kept = (density * num_k_blocks).round().clamp(1, num_k_blocks).long()  # [G]
+    rank = block_scores.argsort(-1, descending=True).argsort(-1)
+    block_mask = rank < kept.view(-1, 1, 1)
+    return ClusterPlan(q_labels, k_labels, q_sizes, k_sizes, block_mask, 0, 0)
+
+
+def _sol_attn_rows() -> list[dict]:
+    try:
+        import comfy_kitchen  # noqa: F401
+    except ImportError:
+        return [{"method": "comfy-kitchen sol_attn", "ms": None,
+                 "note": "comfy-kitchen is not importable on this machine"}]
+    return [{"method": "comfy-kitchen sol_attn", "ms": None,
+             "note": "comfy-kitchen imported; sol_attn timing is not wired up in this bench"}]
+
+
+def run_shape(name: str, args, timer, device) -> dict:
+    from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense
+
+    batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[name]
+    dtype = torch.bfloat16 if device.type == "cuda" or args.backend == "triton" else torch.float32
+    q4, k4, v4 = structured_qkv(batch, heads, grid, head_dim, locality=args.locality, semantic=args.semantic,
+                                peakedness=args.peakedness, dense_suffix=dense_suffix, device=device, dtype=dtype)
+    num_tokens = q4.shape[2]
+    num_problems = batch * heads
+    q, k, v = (x.reshape(num_problems, num_tokens, head_dim) for x in (q4, k4, v4))
+    scale = 1.0 / math.sqrt(head_dim)
+    result = {"shape": name, "bhnd": [batch, heads, num_tokens, head_dim], "dense_suffix": dense_suffix,
+              "grid": list(grid), "num_q_clusters": args.q_clusters, "num_k_clusters": args.k_clusters,
+              "rows": []}
+    result["rows"] += dense_backends(q4, k4, v4, timer)
+    best_dense = min(row["ms"] for row in result["rows"] if row["ms"] is not None)
+
+    if args.backend == "triton":
+        from .triton_backend import TritonBackend
+        from .triton_kernels.permute import gather_key_values
+        from .triton_kernels.attention import AttentionConfig
+        configs = [AttentionConfig(*map(int, text.split("x"))) for text in args.configs] or [None]
+        backends = [TritonBackend(config) for config in configs]
+    else:
+        backends = [TorchBackend()]
+    backend = backends[0]
+    clustered = slice(0, num_tokens - dense_suffix)
+    q_points, k_points = q[:, clustered], k[:, clustered]
+    generator = torch.Generator(device=device).manual_seed(0)
+    q_init = sample_initial_centroids(q_points, args.q_clusters, generator)
+    k_init = sample_initial_centroids(k_points, args.k_clusters, generator)
+
+    def cold():
+        return backend.kmeans(q_points, q_init, args.cold_iters), backend.kmeans(k_points, k_init, args.cold_iters)
+
+    q_cold, k_cold = cold()  # compiles, and gives the warm-start centroids
+    result["kmeans_cold_ms"] = timer(cold) if device.type == "cuda" else None
+    q_warm_init, k_warm_init = q_cold.centroids, k_cold.centroids
+
+    def warm():
+        return backend.kmeans(q_points, q_warm_init, 2), backend.kmeans(k_points, k_warm_init, 2)
+
+    q_clusters, k_clusters = warm()
+    kmeans_ms = timer(warm)
+    result["kmeans_warm2_ms"] = kmeans_ms
+    if args.backend == "triton":
+        from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
+
+        sorted_points, offsets = sort_by_label(k_clusters.labels, args.k_clusters)
+        result["kmeans_stage_ms"] = {
+            "assign_q": timer(lambda: assign_to_nearest(q_points, q_warm_init)),
+            "assign_k": timer(lambda: assign_to_nearest(k_points, k_warm_init)),
+            "sort_k": timer(lambda: sort_by_label(k_clusters.labels, args.k_clusters)),
+            "update_k": timer(lambda: update_centroids(k_points, sorted_points, offsets, k_warm_init))}
+    log.info("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
+             result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
+    for top_p in args.top_p:
+        def select(p=top_p):
+            return select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
+                                 max(1, math.floor(0.1 * args.k_clusters)), scale)
+        block_mask = select()
+        plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
+                           k_clusters.cluster_sizes, block_mask, 0, dense_suffix)
+        density = attention_density(block_sizes_with_dense(plan.q_cluster_sizes, 0, dense_suffix),
+                                    block_sizes_with_dense(plan.k_cluster_sizes, 0, dense_suffix),
+                                    block_mask_with_dense(block_mask))
+        row = {"method": f"SVG2 top_p={top_p}", "density": float(density.mean()), "kmeans_warm2_ms": kmeans_ms,
+               "block_map_ms": timer(select)}
+        out = backend.sparse_attention(q, k, v, plan, scale)
+        if backend.name == "triton":
+            launch = backend.plan_launch(plan, num_tokens, head_dim)
+            row["plan_ms"] = timer(lambda: backend.plan_launch(plan, num_tokens, head_dim))
+            row["permute_ms"] = timer(lambda: gather_key_values(k, v, launch.k_rows))
+            k_sorted, v_sorted = gather_key_values(k, v, launch.k_rows)
+            kernels = {}
+            for candidate in backends:
+                candidate_launch = candidate.plan_launch(plan, num_tokens, head_dim)
+                config = candidate.config_for(head_dim)
+                label = f"{config.block_m}x{config.block_n}x{config.num_warps}x{config.num_stages}"
+                kernels[label] = timer(lambda c=candidate, cl=candidate_launch: c.run_launch(
+                    q, k_sorted, v_sorted, cl, scale))
+            row["kernel_ms_by_config"] = kernels
+            row["kernel_ms"] = min(kernels.values())
+            row["unpermute_ms"] = 0.0  # fused: the kernel stores each row at its original position
+
+            def whole_call(p=top_p):
+                qc = backend.kmeans(q_points, q_warm_init, 2)
+                kc = backend.kmeans(k_points, k_warm_init, 2)
+                mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p,
+                                     max(1, math.floor(0.1 * args.k_clusters)), scale)
+                return backend.sparse_attention(q, k, v, ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes,
+                                                                      kc.cluster_sizes, mask, 0, dense_suffix), scale)
+            row["total_ms"] = timer(whole_call)
+            row["speedup_vs_best_dense"] = best_dense / row["total_ms"]
+            row["kernel_vs_density_x_dense"] = row["kernel_ms"] / (row["density"] * best_dense)
+        else:
+            row["total_ms"] = timer(lambda: backend.sparse_attention(q, k, v, plan, scale)) + kmeans_ms
+        base = positional_plan(q, k, density, scale)
+        base_density = attention_density(base.q_cluster_sizes, base.k_cluster_sizes, base.block_mask)
+        base_row = {"method": f"positional 128x64 blocks @ SVG2 top_p={top_p}", "density": float(base_density.mean())}
+        base_out = backend.sparse_attention(q, k, v, base, scale)
+        if backend.name == "triton":
+            base_row["kernel_ms"] = timer(lambda: backend.sparse_attention(q, k, v, base, scale))
+        q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
+        k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
+        mask_ext = block_mask_with_dense(block_mask)
+        base_mask = base.block_mask
+        quality = sampled_quality(q, k, v, {"svg2": out, "positional": base_out}, {
+            "svg2": lambda g, rows: mask_ext[g][q_block[g, rows]][:, k_block[g]],
+            "positional": lambda g, rows: base_mask[g][base.q_labels[g, rows].long()][:, base.k_labels[g].long()],
+        }, scale, args.rows_per_head)
+        row.update(quality["svg2"])
+        base_row.update(quality["positional"])
+        row["within_2x_torch_lowp"] = row["error_vs_oracle"] <= 2 * row["torch_lowp_error_vs_oracle"] + 1e-6
+        result["rows"] += [row, base_row]
+        log.info("%s: %s | %s", name, row, base_row)
+    result["rows"] += _sol_attn_rows()
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"== {result['shape']} {tuple(result['bhnd'])} dense_suffix={result['dense_suffix']} "
+             f"clusters {result['num_q_clusters']}/{result['num_k_clusters']}; k-means warm x2 "
+             f"{result['kmeans_warm2_ms']:.2f} ms, cold x50 {result.get('kmeans_cold_ms') or float('nan'):.1f} ms"]
+    header = f"{'method':46} {'ms':>8} {'density':>8} {'err/dense':>9} {'recall':>7} {'err/orc':>8} {'torch':>8}  stages"
+    lines.append(header)
+    for row in result["rows"]:
+        ms = row.get("total_ms", row.get("kernel_ms", row.get("ms")))
+        name = row["method"] + (" (best)" if row.get("best") else "")
+        cells = [f"{name:46}", f"{ms:8.2f}" if ms is not None else f"{'-':>8}"]
+        for key, width, fmt in (("density", 8, ".3f"), ("error_vs_dense", 9, ".4f"), ("recall", 7, ".3f"),
+                                ("error_vs_oracle", 8, ".4f"), ("torch_lowp_error_vs_oracle", 8, ".4f")):
+            cells.append(f"{row[key]:{width}{fmt}}" if key in row else f"{'':{width}}")
+        stages = ", ".join(f"{key[:-3]} {row[key]:.2f}" for key in ("kmeans_warm2_ms", "block_map_ms", "plan_ms",
+                                                                      "permute_ms", "kernel_ms", "unpermute_ms")
+                           if key in row and "total_ms" in row)
+        lines.append(" ".join(cells) + "  " + (stages or row.get("note", "")))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", nargs="+", choices=sorted(MODEL_SHAPES), help="default: small on a GPU, tiny on CPU")
+    parser.add_argument("--top-p", type=float, nargs="+", default=[0.9])
+    parser.add_argument("--locality", type=float, default=1.0)
+    parser.add_argument("--semantic", type=float, default=1.0)
+    parser.add_argument("--peakedness", type=float, default=4.0)
+    parser.add_argument("--q-clusters", type=int, default=None, help="default 300 (tiny: 16)")
+    parser.add_argument("--k-clusters", type=int, default=None, help="default 1000 (tiny: 48)")
+    parser.add_argument("--cold-iters", type=int, default=50)
+    parser.add_argument("--rows-per-head", type=int, default=256, help="sampled query rows for error / recall")
+    parser.add_argument("--configs", nargs="*", default=[], help="kernel tiles BMxBNxWARPSxSTAGES, first is used")
+    parser.add_argument("--backend", choices=["triton", "torch"], default=None,
+                        help="default: triton on a GPU, torch on the CPU (triton there needs TRITON_INTERPRET=1)")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = args.shape or (["small"] if device.type == "cuda" else ["tiny"])
+    timer = _timer(device)
+    args.backend = args.backend or ("triton" if device.type == "cuda" else "torch")
+    results = []
+    for name in shapes:
+        tiny = name == "tiny"
+        shape_args = argparse.Namespace(**vars(args))
+        shape_args.q_clusters = args.q_clusters or (16 if tiny else 300)
+        shape_args.k_clusters = args.k_clusters or (48 if tiny else 1000)
+        if device.type == "cpu":
+            shape_args.cold_iters = min(args.cold_iters, 10)
+        result = run_shape(name, shape_args, timer, device)
+        log.info("%s", format_table(result))
+        results.append(result)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                       "torch": torch.__version__, "args": vars(args), "results": results}, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

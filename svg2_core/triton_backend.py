@@ -1,0 +1,71 @@
+"""The "triton" backend: Triton k-means, GPU-built launch metadata and the variable-block sparse kernel.
+
+Same contract as the reference (svg2_core.backends): points / q, k, v are `[G, N, D]`, G = batch x heads.
+Nothing in a call reads back from the device, so a call can be captured in a CUDA graph.
+"""
+from __future__ import annotations
+
+import torch
+
+from .kmeans import KMeansResult
+from .triton_kernels import interpreting
+from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
+from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
+from .triton_kernels.permute import gather_key_values
+from .triton_kernels.plan import AttentionLaunch, build_launch
+
+SUPPORTED_HEAD_DIMS = (64, 128)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class TritonBackend:
+    """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles."""
+
+    name = "triton"
+
+    def __init__(self, attention_config: AttentionConfig | None = None):
+        self.attention_config = attention_config
+
+    def unsupported_reason(self, q: torch.Tensor) -> str | None:
+        if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
+            return f"tensors are on {q.device.type}; the Triton path needs CUDA"
+        if q.dtype not in SUPPORTED_DTYPES:
+            return f"dtype {q.dtype} is not supported (float16, bfloat16)"
+        if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+            return f"head_dim {q.shape[-1]} is not supported ({', '.join(map(str, SUPPORTED_HEAD_DIMS))})"
+        return None
+
+    def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
+        """points: [G, N, D] (rows contiguous); init_centroids: [G, C, D]; `iterations` Lloyd steps."""
+        if points.stride(-1) != 1:
+            points = points.contiguous()
+        centroids = init_centroids.float().contiguous()
+        num_clusters = centroids.shape[1]
+        for _ in range(iterations):
+            labels = assign_to_nearest(points, centroids)
+            sorted_points, cluster_offsets = sort_by_label(labels, num_clusters)
+            centroids, cluster_sizes = update_centroids(points, sorted_points, cluster_offsets, centroids)
+        return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes)
+
+    def config_for(self, head_dim: int) -> AttentionConfig:
+        return self.attention_config or default_config(head_dim)
+
+    def plan_launch(self, plan, num_tokens: int, head_dim: int) -> AttentionLaunch:
+        """Kernel metadata for a ClusterPlan (the "plan" half of a call)."""
+        config = self.config_for(head_dim)
+        return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
+                            plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
+                            config.block_m, config.block_n)
+
+    def run_launch(self, q: torch.Tensor, k_sorted: torch.Tensor, v_sorted: torch.Tensor,
+                   launch: AttentionLaunch, scale: float) -> torch.Tensor:
+        """The "run" half: q [G, N, D] original order, k_sorted / v_sorted gathered with launch.k_rows."""
+        return sparse_attention(q, k_sorted, v_sorted, launch, scale, self.config_for(q.shape[-1]))
+
+    def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
+                         scale: float) -> torch.Tensor:
+        """q, k, v: [G, N, D] in original order; returns [G, N, D] in q's dtype, original order."""
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        launch = self.plan_launch(plan, q.shape[1], q.shape[2])
+        k_sorted, v_sorted = gather_key_values(k, v, launch.k_rows)
+        return self.run_launch(q, k_sorted, v_sorted, launch, scale)

@@ -1,0 +1,132 @@
+"""k-means kernels: fused nearest-centroid assignment (distances never materialised) and a centroid
+update that sums each cluster's members through the label sort, with no atomics.
+
+points: [G, N, D] fp16/bf16 (rows contiguous), centroids: [G, C, D] fp32, labels: [G, N] int32.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreting
+
+
+def _assign_configs():
+    if interpreting():
+        return [triton.Config({"BLOCK_N": 64, "BLOCK_C": 64}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
+            for block_n, block_c, warps, stages in ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2),
+                                                    (256, 64, 8, 3), (64, 128, 4, 3))]
+
+
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"])
+@triton.jit
+def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
+                   num_points, num_clusters, stride_pg, stride_pn,
+                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    tile = tl.program_id(0)
+    problem = tl.program_id(1).to(tl.int64)
+    rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, HEAD_DIM)
+    row_ok = rows < num_points
+    x = tl.load(points_ptr + problem * stride_pg + rows[:, None].to(tl.int64) * stride_pn + dims[None, :],
+                mask=row_ok[:, None], other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
+    norm_base = centroid_sq_norms_ptr + problem * num_clusters
+    best = tl.full([BLOCK_N], float("inf"), tl.float32)
+    best_label = tl.zeros([BLOCK_N], tl.int32)
+    for start in range(0, num_clusters, BLOCK_C):
+        cols = start + tl.arange(0, BLOCK_C)
+        col_ok = cols < num_clusters
+        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
+        if UPCAST:
+            c = c.to(tl.float32)
+        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
+        # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does.
+        distances = c_sq[None, :] - 2.0 * tl.dot(x, tl.trans(c))
+        tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        better = tile_best < best
+        best = tl.where(better, tile_best, best)
+        best_label = tl.where(better, tile_label + start, best_label)
+    tl.store(labels_ptr + problem * num_points + rows, best_label, mask=row_ok)
+
+
+@triton.jit
+def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centroids_ptr,
+                   centroids_ptr, cluster_sizes_ptr, num_points, num_clusters, stride_pg, stride_pn,
+                   HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr):
+    cluster = tl.program_id(0)
+    problem = tl.program_id(1)
+    slot = problem * num_clusters + cluster
+    begin = tl.load(cluster_offsets_ptr + slot)
+    end = tl.load(cluster_offsets_ptr + slot + 1)
+    dims = tl.arange(0, HEAD_DIM)
+    total = tl.zeros([BLOCK_R, HEAD_DIM], tl.float32)
+    # -- the members of a cluster are contiguous in the label sort: sum them in row blocks --
+    for base in range(begin, end, BLOCK_R):
+        member = base + tl.arange(0, BLOCK_R)
+        member_ok = member < end
+        flat = tl.load(sorted_points_ptr + member, mask=member_ok, other=0).to(tl.int64)
+        offset = (flat // num_points) * stride_pg + (flat % num_points) * stride_pn
+        x = tl.load(points_ptr + offset[:, None] + dims[None, :], mask=member_ok[:, None], other=0.0)
+        total += x.to(tl.float32)
+    count = end - begin
+    old = tl.load(old_centroids_ptr + slot.to(tl.int64) * HEAD_DIM + dims)
+    mean = tl.sum(total, axis=0) / tl.maximum(count, 1).to(tl.float32)
+    tl.store(centroids_ptr + slot.to(tl.int64) * HEAD_DIM + dims, tl.where(count > 0, mean, old))
+    tl.store(cluster_sizes_ptr + slot, count)
+
+
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid per point. points: [G, N, D] (last dim contiguous); centroids: [G, C, D] fp32.
+
+    Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
+    Returns labels [G, N] int32.
+    """
+    num_problems, num_points, head_dim = points.shape
+    num_clusters = centroids.shape[1]
+    centroid_sq_norms = centroids.square().sum(-1).contiguous()
+    centroids_low = centroids.to(points.dtype).contiguous()
+    labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
+
+    def grid(meta):
+        return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
+
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
+                         points.stride(0), points.stride(1), HEAD_DIM=head_dim, UPCAST=interpreting())
+    return labels
+
+
+def sort_by_label(labels: torch.Tensor, num_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counting-sort view of labels [G, N] int32: (sorted_points [G*N] int32, flat indices g*N + n grouped
+    by (problem, cluster); cluster_offsets [G*C + 1] int32, where cluster (g, c) occupies
+    sorted_points[offsets[g*C + c]:offsets[g*C + c + 1]]). No host synchronisation."""
+    num_problems, num_points = labels.shape
+    problem_base = torch.arange(num_problems, device=labels.device, dtype=torch.int32).unsqueeze(1) * num_clusters
+    keys = (labels + problem_base).reshape(-1)
+    sorted_keys, sorted_points = torch.sort(keys)
+    boundaries = torch.arange(num_problems * num_clusters + 1, device=labels.device, dtype=torch.int32)
+    cluster_offsets = torch.searchsorted(sorted_keys, boundaries, out_int32=True)
+    return sorted_points.to(torch.int32), cluster_offsets
+
+
+def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_offsets: torch.Tensor,
+                     old_centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each cluster's members (old centroid where empty), from `sort_by_label`'s output.
+
+    points: [G, N, D]; old_centroids: [G, C, D] fp32. Returns (centroids [G, C, D] fp32, sizes [G, C] int32).
+    """
+    num_problems, num_points, head_dim = points.shape
+    num_clusters = old_centroids.shape[1]
+    old_centroids = old_centroids.contiguous()
+    centroids = torch.empty_like(old_centroids)
+    cluster_sizes = torch.empty(num_problems, num_clusters, dtype=torch.int32, device=points.device)
+    _update_kernel[(num_clusters, num_problems)](
+        points, sorted_points, cluster_offsets, old_centroids, centroids, cluster_sizes,
+        num_points, num_clusters, points.stride(0), points.stride(1),
+        HEAD_DIM=head_dim, BLOCK_R=32, num_warps=4)
+    return centroids, cluster_sizes

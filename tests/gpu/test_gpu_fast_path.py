@@ -1,0 +1,85 @@
+"""GPU-only checks of the Triton fast path: CUDA-graph capture and replay of a whole sparse call, its
+extra memory, and kernel error against an fp32 oracle at a mid-size shape. Skipped without CUDA."""
+import math
+
+import pytest
+import torch
+
+from svg2_core.backends import ClusterPlan
+from svg2_core.bench import block_of_tokens, sampled_quality
+from svg2_core.layout import block_mask_with_dense
+from svg2_core.selection import select_blocks
+from svg2_core.synthetic import structured_qkv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+GRID = (8, 24, 32)  # 6144 tokens
+
+
+def _problem(dtype, head_dim, dense_suffix):
+    q, k, v = structured_qkv(1, 4, GRID, head_dim, dense_suffix=dense_suffix, dtype=dtype, device="cuda")
+    return tuple(x.reshape(4, -1, head_dim) for x in (q, k, v))
+
+
+def _svg2_call(backend, q, k, v, q_init, k_init, dense_suffix, scale):
+    clustered = slice(0, q.shape[1] - dense_suffix)
+    qc = backend.kmeans(q[:, clustered], q_init, 2)
+    kc = backend.kmeans(k[:, clustered], k_init, 2)
+    mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, 0.9, 20, scale)
+    plan = ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes, kc.cluster_sizes, mask, 0, dense_suffix)
+    return backend.sparse_attention(q, k, v, plan, scale), plan
+
+
+def test_whole_call_captures_in_a_cuda_graph_and_replays_identically():
+    from svg2_core.triton_backend import TritonBackend
+
+    backend = TritonBackend()
+    q, k, v = _problem(torch.bfloat16, 128, 64)
+    scale = 1 / math.sqrt(128)
+    q_init = q[:, :100].float().contiguous()
+    k_init = k[:, 200:400].float().contiguous()
+    eager, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+        with torch.cuda.graph(graph, stream=stream):
+            captured, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
+
+
+def test_extra_memory_of_a_sparse_call_is_within_twice_qkv():
+    from svg2_core.triton_backend import TritonBackend
+
+    backend = TritonBackend()
+    q, k, v = _problem(torch.bfloat16, 128, 0)
+    scale = 1 / math.sqrt(128)
+    _, plan = _svg2_call(backend, q, k, v, q[:, :100].float(), k[:, :300].float(), 0, scale)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    backend.sparse_attention(q, k, v, plan, scale)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    assert extra <= 2 * 3 * q.numel() * q.element_size()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_kernel_error_within_twice_torch_low_precision(dtype, head_dim):
+    from svg2_core.triton_backend import TritonBackend
+
+    dense_suffix = 64
+    q, k, v = _problem(dtype, head_dim, dense_suffix)
+    scale = 1 / math.sqrt(head_dim)
+    out, plan = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale)
+    q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
+    k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
+    mask = block_mask_with_dense(plan.block_mask)
+    quality = sampled_quality(q, k, v, {"svg2": out},
+                              {"svg2": lambda g, rows: mask[g][q_block[g, rows]][:, k_block[g]]}, scale, 512)
+    assert quality["svg2"]["error_vs_oracle"] <= 2 * quality["svg2"]["torch_lowp_error_vs_oracle"]

@@ -1,0 +1,29 @@
+"""`python -m svg2_core.bench` on the CPU (reference backend, tiny shape) and its positional baseline."""
+import json
+import math
+
+import torch
+
+from svg2_core import bench
+
+
+def test_default_cpu_run_writes_the_table(tmp_path):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--json", str(path), "--rows-per-head", "64"]) == 0
+    result = json.loads(path.read_text())["results"][0]
+    methods = [row["method"] for row in result["rows"]]
+    assert result["shape"] == "tiny" and "math SDPA" in methods and "comfy-kitchen sol_attn" in methods
+    svg2 = next(row for row in result["rows"] if row["method"].startswith("SVG2"))
+    positional = next(row for row in result["rows"] if row["method"].startswith("positional"))
+    assert 0 < svg2["density"] <= 1 and 0 < svg2["recall"] <= 1 + 1e-6
+    assert abs(positional["density"] - svg2["density"]) < 0.1
+    assert svg2["error_vs_oracle"] < 1e-5  # the fp32 reference is the oracle on the CPU
+
+
+def test_positional_plan_keeps_the_requested_fraction_of_key_blocks():
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 512, 32, generator=generator), torch.randn(2, 512, 32, generator=generator)
+    plan = bench.positional_plan(q, k, torch.tensor([0.25, 0.5]), 1 / math.sqrt(32))
+    assert plan.block_mask.shape == (2, 4, 8)
+    assert plan.block_mask.sum(-1).tolist() == [[2] * 4, [4] * 4]
+    assert plan.q_cluster_sizes.sum(-1).tolist() == [512, 512]

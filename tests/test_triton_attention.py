@@ -1,0 +1,71 @@
+"""The Triton variable-block sparse attention against an fp32 oracle (element-masked dense attention):
+its error must stay within 2x the error of PyTorch doing the same masked attention in the same dtype."""
+import pytest
+import torch
+
+from triton_helpers import DEVICE, element_mask, masked_attention, random_labels, relative_error
+
+from svg2_core.backends import ClusterPlan, TorchBackend
+from svg2_core.triton_backend import TritonBackend
+from svg2_core.triton_kernels.attention import AttentionConfig
+
+
+def _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, num_q_clusters, num_k_clusters, seed,
+             density=0.3):
+    generator = torch.Generator().manual_seed(seed)
+    clustered = num_tokens - prefix - suffix
+    q_labels, q_sizes = random_labels(num_problems, clustered, num_q_clusters, generator)
+    k_labels, k_sizes = random_labels(num_problems, clustered, num_k_clusters, generator)
+    block_mask = torch.rand(num_problems, num_q_clusters, num_k_clusters, generator=generator) < density
+    block_mask[:, 0, :] = False  # a query cluster with no kept key cluster
+    plan = ClusterPlan(q_labels, k_labels, q_sizes, k_sizes, block_mask, prefix, suffix)
+    plan = ClusterPlan(*(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in vars(plan).values()))
+    q, k, v = (torch.randn(num_problems, num_tokens, head_dim, generator=generator).to(DEVICE, dtype)
+               for _ in range(3))
+    return q, k, v, plan
+
+
+CASES = [
+    # G, N, D, dtype, prefix, suffix, Cq, Ck
+    (2, 160, 64, torch.float16, 0, 0, 6, 24),
+    (2, 160, 64, torch.bfloat16, 5, 17, 6, 24),
+    (1, 192, 128, torch.bfloat16, 0, 40, 5, 40),
+    (3, 96, 128, torch.float16, 9, 0, 4, 30),
+]
+
+
+@pytest.mark.parametrize("num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck", CASES)
+def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, head_dim, dtype, prefix, suffix,
+                                                   cq, ck):
+    q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
+    scale = head_dim ** -0.5
+    out = TritonBackend().sparse_attention(q, k, v, plan, scale)
+    allowed = element_mask(plan, num_tokens)
+    oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
+    torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert relative_error(out, oracle) <= 2 * torch_error
+    # the query cluster that keeps no key cluster attends only the dense tokens, or gets zeros without any
+    if prefix + suffix == 0:
+        rows = plan.q_labels == 0
+        assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
+
+
+def test_matches_the_reference_backend():
+    q, k, v, plan = _problem(2, 128, 64, torch.float16, 3, 4, 5, 20, seed=1, density=0.5)
+    out = TritonBackend().sparse_attention(q, k, v, plan, 0.125)
+    reference = TorchBackend().sparse_attention(q.float(), k.float(), v.float(), plan, 0.125)
+    allowed = element_mask(plan, 128)
+    torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True), reference)
+    assert relative_error(out, reference) <= 2 * torch_error
+
+
+def test_small_key_tiles_share_many_tiny_clusters():
+    """16-slot key tiles over 60 key clusters, most of size 1-3: many block starts per tile."""
+    q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
+    config = AttentionConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+    out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125)
+    allowed = element_mask(plan, 128)
+    oracle = masked_attention(q, k, v, allowed, 0.125, low_precision=False)
+    torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True), oracle)
+    assert relative_error(out, oracle) <= 2 * torch_error

@@ -1,0 +1,67 @@
+"""The Triton k-means kernels against the reference: near-optimal assignment (bf16 dot products may flip
+near-ties only), exact means for given labels, empty clusters keeping their centroid."""
+import pytest
+import torch
+
+from triton_helpers import DEVICE
+
+from svg2_core.kmeans import kmeans_objective, kmeans_torch
+from svg2_core.kmeans import update_centroids as update_centroids_torch
+from svg2_core.triton_backend import TritonBackend
+from svg2_core.triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
+
+
+def _points(num_problems, num_points, head_dim, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(num_problems, 12, head_dim, generator=generator) * 3
+    member = torch.randint(0, 12, (num_problems, num_points), generator=generator)
+    points = centers.gather(1, member.unsqueeze(-1).expand(-1, -1, head_dim))
+    points = points + torch.randn(num_problems, num_points, head_dim, generator=generator)
+    return points.to(DEVICE, dtype)
+
+
+@pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 128), (torch.float16, 64)])
+def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
+    points = _points(2, 200, head_dim, dtype)
+    centroids = points[:, :40].float() + 0.1
+    labels = assign_to_nearest(points, centroids)
+    distances = torch.cdist(points.double(), centroids.double()).square()  # [G, N, C]
+    chosen = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
+    best = distances.min(-1).values
+    # the dot products round centroids to the points' dtype: allow that rounding's effect on ||x - c||^2
+    eps = 2 * torch.finfo(dtype).eps * (points.double().norm(dim=-1) * centroids.double().norm(dim=-1).max(-1,
+                                        keepdim=True).values)
+    assert labels.dtype == torch.int32
+    assert torch.all(chosen - best <= 2 * eps)
+    assert (labels.long() == distances.argmin(-1)).float().mean() > 0.97
+
+
+def test_update_matches_reference_means_and_keeps_empty_clusters():
+    points = _points(3, 150, 64, torch.bfloat16)
+    old = torch.randn(3, 20, 64, device=DEVICE)
+    labels = torch.randint(0, 18, (3, 150), device=DEVICE, dtype=torch.int32)  # clusters 18, 19 empty
+    sorted_points, offsets = sort_by_label(labels, 20)
+    centroids, sizes = update_centroids(points, sorted_points, offsets, old)
+    expected, expected_sizes = update_centroids_torch(points, labels.long(), old)
+    assert torch.equal(sizes, expected_sizes)
+    assert torch.allclose(centroids, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(centroids[:, 18:], old[:, 18:])
+
+
+def test_sort_by_label_groups_each_cluster():
+    labels = torch.tensor([[2, 0, 2, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.int32, device=DEVICE)
+    sorted_points, offsets = sort_by_label(labels, 3)
+    assert offsets.tolist() == [0, 2, 3, 5, 5, 10, 10]
+    assert sorted(sorted_points[:2].tolist()) == [1, 4] and sorted_points[2].item() == 3
+    assert sorted(sorted_points[5:].tolist()) == [5, 6, 7, 8, 9]
+
+
+def test_kmeans_reaches_the_reference_objective_on_strided_points():
+    points = _points(1, 3 * 300, 64, torch.bfloat16, seed=4).view(1, 3, 300, 64)[0, :, 20:280]  # a strided view
+    init = points[:, :16].float()
+    result = TritonBackend().kmeans(points, init, 5)
+    reference = kmeans_torch(points, init, 5)
+    assert result.labels.shape == (3, 260) and result.cluster_sizes.sum(-1).tolist() == [260] * 3
+    ours = kmeans_objective(points, result.centroids, result.labels)
+    theirs = kmeans_objective(points, reference.centroids, reference.labels)
+    assert torch.all(ours <= theirs * 1.01)
