@@ -38,7 +38,7 @@ function finite(x) {
 const MAX_CELLS = 1 << 16;
 // Dense calls the settings ask for; every other dense reason is a fallback worth a look in the log.
 const PLANNED_DENSE = new Set(["cross-attention", "warm-up step", "last step", "dense layer",
-  "not video self-attention (text refiner)"]);
+  "not video self-attention", "not video self-attention (text refiner)"]);
 
 // Reduces a svg2.stats payload (DEVELOPERS.md, "Node: svg2.stats event") to plain numbers. The payload lists
 // only the (step, layer) cells that ran sparse; the grid here spans every step of the sampler call and

@@ -93,6 +93,26 @@ try {
     return { turbo, after_edit: preset.value };
   });
 
+  // -- the payload parser on hand-made payloads: trailing dense steps, fallbacks, hostile values --
+  result.parsed = await page.evaluate(async () => {
+    const { normalizeStats, drawStats } = await import("/extensions/ComfyUI-SVG2/svg2.js");
+    const stats = normalizeStats({
+      node: "1", model: "wan", steps: 6, sparse_calls: 4, dense_calls: 9, mean_density: 0.3,
+      dense_reasons: { "cross-attention": 5, "<img src=x onerror=alert(1)>": 3, "warm-up step": 1 },
+      density: { steps: [2, 3], layers: [1, 2], values: [[0.2, "0.5"], [0.4, null]] },
+      svg2_time_ms: 1500,
+    });
+    const canvas = document.createElement("canvas");
+    canvas.style.width = "300px";
+    canvas.style.height = "160px";
+    document.body.appendChild(canvas);
+    const drawn = drawStats(canvas, stats);
+    canvas.remove();
+    const hostile = normalizeStats({ density: { steps: [1e9], layers: [1e9], values: [[1]] }, steps: "x" });
+    return { stats, drawn, hostile_cells: hostile.steps * hostile.layers,
+      injected: document.querySelectorAll("img[src=x]").length };
+  });
+
   // -- queue the tiny workflow and wait for the stats event and the compare result --
   const tiny = JSON.parse(readFileSync(tinyPath, "utf8"));
   await load(tiny);

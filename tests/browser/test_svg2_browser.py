@@ -152,6 +152,17 @@ def test_stats_event_draws_the_heatmap(ui):
     assert not run["innerHTML_has_payload"], "received data must be drawn, not inserted into the page"
 
 
+def test_payload_parser(ui):
+    parsed = ui["parsed"]
+    stats = parsed["stats"]
+    assert stats["steps"] == 6 and stats["layers"] == 3  # all steps of the sampler call, layers 0..max
+    assert stats["density"][2] == [None, 0.2, None] and stats["density"][3] == [None, 0.4, None]
+    assert stats["density"][5] == [None, None, None]  # a trailing dense step still gets a column
+    assert stats["fallback"] == 3 and stats["sparse"] == 4 and stats["dense"] == 9 and stats["seconds"] == 1.5
+    assert parsed["drawn"]["cells"] == 18
+    assert parsed["hostile_cells"] == 0 and parsed["injected"] == 0
+
+
 def test_compare_node_shows_psnr_and_ssim(ui):
     compare = ui["run"]["compare"]
     assert len(compare["psnr"]) == len(compare["ssim"]) == LATENT_FRAMES
