@@ -141,6 +141,18 @@ def positional_plan(q, k, density: torch.Tensor, scale: float, block_q: int = 12
     return ClusterPlan(q_labels, k_labels, q_sizes, k_sizes, block_mask, 0, 0)
 
 
+def calibrate_top_p(density_of, target: float, steps: int = 14) -> float:
+    """top_p whose mean density is closest to `target` (bisection; density grows with top_p)."""
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if density_of(middle) < target:
+            low = middle
+        else:
+            high = middle
+    return round(min((low, high), key=lambda p: abs(density_of(p) - target)), 4)
+
+
 def _sol_attn_rows() -> list[dict]:
     try:
         import comfy_kitchen  # noqa: F401
@@ -172,7 +184,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         from .triton_backend import TritonBackend
         from .triton_kernels.permute import gather_key_values
         from .triton_kernels.attention import AttentionConfig
-        configs = [AttentionConfig(*map(int, text.split("x"))) for text in args.configs] or [None]
+        configs = [AttentionConfig.parse(text) for text in args.configs] or [None]
         backends = [TritonBackend(config) for config in configs]
     else:
         backends = [TorchBackend()]
@@ -205,9 +217,24 @@ def run_shape(name: str, args, timer, device) -> dict:
             "assign_k": timer(lambda: assign_to_nearest(k_points, k_warm_init)),
             "sort_k": timer(lambda: sort_by_label(k_clusters.labels, args.k_clusters)),
             "update_k": timer(lambda: update_centroids(k_points, sorted_points, offsets, k_warm_init))}
+        from .triton_kernels.kmeans import _assign_kernel
+
+        result["kmeans_assign_configs"] = {str(key): str(config) for key, config in getattr(_assign_kernel, "cache", {}).items()}
     log.info("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
-    for top_p in args.top_p:
+    min_kept = max(1, math.floor(0.1 * args.k_clusters))
+
+    def mean_density(p):
+        mask = select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p, min_kept, scale)
+        return float(attention_density(block_sizes_with_dense(q_clusters.cluster_sizes, 0, dense_suffix),
+                                       block_sizes_with_dense(k_clusters.cluster_sizes, 0, dense_suffix),
+                                       block_mask_with_dense(mask)).mean())
+
+    top_ps = list(args.top_p)
+    for target in args.density or []:
+        top_ps.append(calibrate_top_p(mean_density, target))
+        log.info("%s: top_p %.4f gives density %.4f (target %.3f)", name, top_ps[-1], mean_density(top_ps[-1]), target)
+    for top_p in top_ps:
         def select(p=top_p):
             return select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
                                  max(1, math.floor(0.1 * args.k_clusters)), scale)
@@ -229,7 +256,7 @@ def run_shape(name: str, args, timer, device) -> dict:
             for candidate in backends:
                 candidate_launch = candidate.plan_launch(plan, num_tokens, head_dim)
                 config = candidate.config_for(head_dim)
-                label = f"{config.block_m}x{config.block_n}x{config.num_warps}x{config.num_stages}"
+                label = config.label()
                 kernels[label] = timer(lambda c=candidate, cl=candidate_launch: c.run_launch(
                     q, k_sorted, v_sorted, cl, scale))
             row["kernel_ms_by_config"] = kernels
@@ -294,7 +321,9 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", nargs="+", choices=sorted(MODEL_SHAPES), help="default: small on a GPU, tiny on CPU")
-    parser.add_argument("--top-p", type=float, nargs="+", default=[0.9])
+    parser.add_argument("--top-p", type=float, nargs="*", default=[0.9])
+    parser.add_argument("--density", type=float, nargs="*", default=[],
+                        help="also run at the top_p (found by bisection) whose mean density is closest to each")
     parser.add_argument("--locality", type=float, default=1.0)
     parser.add_argument("--semantic", type=float, default=1.0)
     parser.add_argument("--peakedness", type=float, default=4.0)
@@ -302,7 +331,9 @@ def main(argv=None) -> int:
     parser.add_argument("--k-clusters", type=int, default=None, help="default 1000 (tiny: 48)")
     parser.add_argument("--cold-iters", type=int, default=50)
     parser.add_argument("--rows-per-head", type=int, default=256, help="sampled query rows for error / recall")
-    parser.add_argument("--configs", nargs="*", default=[], help="kernel tiles BMxBNxWARPSxSTAGES, first is used")
+    parser.add_argument("--configs", nargs="*", default=[],
+                        help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-np] (AttentionConfig.parse); the first "
+                             "runs the whole call, each one's kernel time is reported")
     parser.add_argument("--backend", choices=["triton", "torch"], default=None,
                         help="default: triton on a GPU, torch on the CPU (triton there needs TRITON_INTERPRET=1)")
     parser.add_argument("--json", help="write the results here")

@@ -12,7 +12,7 @@ from .triton_kernels import interpreting
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 from .triton_kernels.permute import gather_key_values
-from .triton_kernels.plan import AttentionLaunch, build_launch
+from .triton_kernels.plan import LABEL_SORT_ATTRIBUTE, AttentionLaunch, build_launch
 
 SUPPORTED_HEAD_DIMS = (64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -45,6 +45,9 @@ class TritonBackend:
             labels = assign_to_nearest(points, centroids)
             sorted_points, cluster_offsets = sort_by_label(labels, num_clusters)
             centroids, cluster_sizes = update_centroids(points, sorted_points, cluster_offsets, centroids)
+        if iterations > 0:
+            # the plan reuses this sort of the final labels (build_launch -> cluster_rows)
+            setattr(labels, LABEL_SORT_ATTRIBUTE, sorted_points)
         return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes)
 
     def config_for(self, head_dim: int) -> AttentionConfig:
@@ -55,7 +58,7 @@ class TritonBackend:
         config = self.config_for(head_dim)
         return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
-                            config.block_m, config.block_n)
+                            config.block_m, config.block_n, config.remainder_m)
 
     def run_launch(self, q: torch.Tensor, k_sorted: torch.Tensor, v_sorted: torch.Tensor,
                    launch: AttentionLaunch, scale: float) -> torch.Tensor:

@@ -27,3 +27,14 @@ def test_positional_plan_keeps_the_requested_fraction_of_key_blocks():
     assert plan.block_mask.shape == (2, 4, 8)
     assert plan.block_mask.sum(-1).tolist() == [[2] * 4, [4] * 4]
     assert plan.q_cluster_sizes.sum(-1).tolist() == [512, 512]
+
+
+def test_calibrate_top_p_finds_the_target_density():
+    assert abs(bench.calibrate_top_p(lambda p: p ** 2, 0.3) - 0.3 ** 0.5) < 1e-3
+
+
+def test_density_targets_add_calibrated_rows(tmp_path):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--json", str(path), "--rows-per-head", "16", "--top-p", "--density", "0.5"]) == 0
+    rows = [row for row in json.loads(path.read_text())["results"][0]["rows"] if row["method"].startswith("SVG2")]
+    assert len(rows) == 1 and abs(rows[0]["density"] - 0.5) < 0.15

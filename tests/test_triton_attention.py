@@ -60,10 +60,16 @@ def test_matches_the_reference_backend():
     assert relative_error(out, reference) <= 2 * torch_error
 
 
-def test_small_key_tiles_share_many_tiny_clusters():
-    """16-slot key tiles over 60 key clusters, most of size 1-3: many block starts per tile."""
+@pytest.mark.parametrize("config", [
+    "16x16x4x1-r0",    # 16-slot key tiles, no remainder tiles
+    "16x16x4x1-r8-np",  # 8-row remainder tiles, key-tile metadata one iteration ahead
+    "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
+])
+def test_small_key_tiles_share_many_tiny_clusters(config):
+    """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
+    split into full tiles and remainder tiles."""
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
-    config = AttentionConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+    config = AttentionConfig.parse(config)
     out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125)
     allowed = element_mask(plan, 128)
     oracle = masked_attention(q, k, v, allowed, 0.125, low_precision=False)

@@ -65,3 +65,18 @@ def test_kmeans_reaches_the_reference_objective_on_strided_points():
     ours = kmeans_objective(points, result.centroids, result.labels)
     theirs = kmeans_objective(points, reference.centroids, reference.labels)
     assert torch.all(ours <= theirs * 1.01)
+
+
+def test_kmeans_leaves_its_label_sort_for_the_plan():
+    from svg2_core.triton_kernels.plan import LABEL_SORT_ATTRIBUTE, cluster_rows
+
+    points = _points(2, 120, 64, torch.float16, seed=5)
+    result = TritonBackend().kmeans(points, points[:, :10].float(), 2)
+    reused = cluster_rows(result.labels, 10, 124, 1, 3)
+    fresh = cluster_rows(result.labels.clone(), 10, 124, 1, 3)
+    assert getattr(result.labels, LABEL_SORT_ATTRIBUTE) is not None
+    assert torch.equal(reused.sort(-1).values, fresh.sort(-1).values)  # the same rows ...
+    middle = (reused[:, 1:121] - torch.arange(2, device=DEVICE).unsqueeze(1) * 124 - 1).long()
+    sorted_labels = result.labels.gather(1, middle)
+    assert torch.all(sorted_labels[:, 1:] >= sorted_labels[:, :-1])  # ... grouped by cluster
+    assert reused[:, 0].tolist() == [0, 124] and reused[:, -3:].tolist() == [[121, 122, 123], [245, 246, 247]]

@@ -1,9 +1,11 @@
 """Variable-block sparse flash attention (forward) over cluster-sorted keys.
 
-Each program owns a BLOCK_M-row tile of one query block and streams the keys of that block's kept key
-blocks, packed back to back so that small key clusters share BLOCK_N-wide tiles (BLOCK_N <= 64: a tile's
-block starts are one 64-bit mask). q and out stay in the
-original token order (rows gathered / scattered through `q_rows`); k, v are cluster-sorted `[G, N, D]`.
+Each program owns one query tile (BLOCK_M rows of one query block) and streams the keys of that block's
+kept key blocks, packed back to back so that small key clusters share BLOCK_N-wide tiles (BLOCK_N <= 128:
+a tile's block starts are one or two 64-bit masks). A query block is cut into full BLOCK_M-row tiles
+plus, when its remainder fits, one REMAINDER_M-row tile run by a second launch of the same kernel (less
+query padding). q and out stay in the original token order (rows gathered / scattered through `q_rows`);
+k, v are cluster-sorted `[G, N, D]`.
 """
 from __future__ import annotations
 
@@ -21,71 +23,133 @@ _LOG2_E = 1.4426950408889634
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """Tile sizes and launch shape of the sparse attention kernel."""
+    """Tile sizes and launch shape of the sparse attention kernel.
+
+    remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
+    tile is block_m rows); remainder_warps: its warps. prefetch_meta: load a key tile's metadata two
+    iterations ahead (else one).
+    """
 
     block_m: int = 128
     block_n: int = 64
     num_warps: int = 8
     num_stages: int = 3
+    remainder_m: int = 64
+    remainder_warps: int = 4
+    prefetch_meta: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "AttentionConfig":
+        """`BMxBNxWARPSxSTAGES[-rRMxRW][-np]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        tile, `-np` prefetches key-tile metadata one iteration ahead only."""
+        head, *options = text.split("-")
+        block_m, block_n, warps, stages = map(int, head.split("x"))
+        values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
+        for option in options:
+            if option == "np":
+                values["prefetch_meta"] = False
+            elif option.startswith("r"):
+                parts = option[1:].split("x")
+                values["remainder_m"] = int(parts[0])
+                if len(parts) > 1:
+                    values["remainder_warps"] = int(parts[1])
+            else:
+                raise ValueError(f"unknown option {option!r} in {text!r}")
+        return cls(**values)
+
+    def label(self) -> str:
+        text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
+        text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
+        return text + ("" if self.prefetch_meta else "-np")
 
 
 def default_config(head_dim: int) -> AttentionConfig:
     if interpreting():
-        return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1)
+        return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16)
     if head_dim <= 64:
-        return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+        return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
+                               remainder_warps=4)
     return AttentionConfig()
 
 
 @triton.jit
-def _popcount64(x):
-    """Set bits of each uint64 lane (SWAR; no intrinsic, so it also runs in the interpreter)."""
-    x = x - ((x >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return ((x * 0x0101010101010101) >> 56).to(tl.int32)
+def _popcount64(x, USE_ASM: tl.constexpr):
+    """Set bits of each uint64 lane: `popc.b64` on the GPU, SWAR in the interpreter."""
+    if USE_ASM:
+        return tl.inline_asm_elementwise("popc.b64 $0, $1;", "=r,l", [x], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        x = x - ((x >> 1) & 0x5555555555555555)
+        x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+        return ((x * 0x0101010101010101) >> 56).to(tl.int32)
 
 
 @triton.jit
-def _key_tile_rows(row_shift_ptr, tile_first_ptr, tile_starts_ptr, tile_start, kv_length,
-                   BLOCK_N: tl.constexpr):
-    """Rows of the cluster-sorted k / v (within the problem) under the BLOCK_N slots of one key tile;
-    slots past kv_length get row 0 (their scores are masked)."""
-    slots = tile_start + tl.arange(0, BLOCK_N)
-    slot_ok = slots < kv_length
-    tile = tile_start // BLOCK_N
-    tile_ok = tile_start < kv_length
+def _key_tile_meta(tile_first_ptr, tile_starts_ptr, tile, num_tiles, WORDS: tl.constexpr):
+    """(first kept block, start mask low word, high word) of key tile `tile` (zeros past the last)."""
+    tile_ok = tile < num_tiles
     first = tl.load(tile_first_ptr + tile, mask=tile_ok, other=0)
-    # -- bit r of `starts` is set where a kept key block starts at slot r of the tile; the block of
-    #    slot r is `first` plus the starts in (0, r] --
-    starts = tl.load(tile_starts_ptr + tile, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
-    within = tl.arange(0, BLOCK_N).to(tl.uint64)
-    block = first + _popcount64(starts & ((2 << within) - 2))
-    shift = tl.load(row_shift_ptr + block, mask=slot_ok, other=0)
+    low = tl.load(tile_starts_ptr + tile * WORDS, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
+    if WORDS == 2:
+        high = tl.load(tile_starts_ptr + tile * WORDS + 1, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
+    else:
+        high = low
+    return first, low, high
+
+
+@triton.jit
+def _key_tile_rows(row_shift_ptr, first, low, high, tile_start, kv_length, BLOCK_N: tl.constexpr,
+                   WORDS: tl.constexpr, USE_ASM: tl.constexpr):
+    """Rows of the cluster-sorted k / v (within the problem) under the BLOCK_N slots of one key tile;
+    slots past kv_length get row 0 (their scores are masked). Bit r of the start mask is set where a
+    kept key block starts at slot r of the tile; the block of slot r is `first` plus the starts in (0, r]."""
+    within = tl.arange(0, BLOCK_N)
+    slots = tile_start + within
+    slot_ok = slots < kv_length
+    low_bits = tl.minimum(within, 63).to(tl.uint64)
+    count = _popcount64(low & ((2 << low_bits) - 2), USE_ASM)
+    if WORDS == 2:
+        high_bits = tl.maximum(within - 64, 0).to(tl.uint64)
+        high_count = _popcount64(high & ((2 << high_bits) - 1), USE_ASM)
+        count += tl.where(within >= 64, high_count, 0)
+    shift = tl.load(row_shift_ptr + first + count, mask=slot_ok, other=0)
     return tl.where(slot_ok, slots + shift, 0)
 
 
 @triton.jit
-def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, q_tile_block_ptr,
-                             q_block_first_tile_ptr, q_block_start_ptr, q_block_size_ptr,
-                             kv_length_ptr, kv_row_shift_ptr, kv_tile_first_ptr, kv_tile_starts_ptr,
-                             num_tokens, num_q_blocks, num_k_blocks, num_q_tiles, num_kv_tiles, qk_scale,
+def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr):
+    """One key tile of the online softmax: new running max, rescaled running sum and accumulator."""
+    scores = tl.dot(q, tl.trans(k))
+    if MASKED:
+        scores = tl.where(slot_ok[None, :], scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)
+    p = tl.math.exp2(scores * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_block_ptr, tile_start_ptr,
+                             q_block_end_ptr, kv_length_ptr, kv_row_shift_ptr, kv_tile_first_ptr,
+                             kv_tile_starts_ptr, num_tokens, num_q_blocks, num_k_blocks, num_tiles,
+                             num_kv_tiles, qk_scale,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             UPCAST: tl.constexpr):
+                             WORDS: tl.constexpr, PREFETCH: tl.constexpr, UPCAST: tl.constexpr):
     tile = tl.program_id(0)
     problem = tl.program_id(1)
-    q_block = tl.load(q_tile_block_ptr + problem * num_q_tiles + tile)
+    q_block = tl.load(tile_block_ptr + problem * num_tiles + tile)
     if q_block >= num_q_blocks:
         return
     block_slot = problem * num_q_blocks + q_block
-    first_tile = tl.load(q_block_first_tile_ptr + block_slot)
-    block_start = tl.load(q_block_start_ptr + block_slot)
-    block_size = tl.load(q_block_size_ptr + block_slot)
+    tile_start = tl.load(tile_start_ptr + problem * num_tiles + tile)
+    block_end = tl.load(q_block_end_ptr + block_slot)
     dims = tl.arange(0, HEAD_DIM)
-    offs_m = (tile - first_tile) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < block_size
+    offs_m = tile_start + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < block_end
     problem_row = problem.to(tl.int64) * num_tokens
-    q_rows = tl.load(q_rows_ptr + problem_row + block_start + offs_m, mask=row_ok, other=0).to(tl.int64)
+    q_rows = tl.load(q_rows_ptr + problem_row + offs_m, mask=row_ok, other=0).to(tl.int64)
     q_offsets = q_rows[:, None] * HEAD_DIM + dims[None, :]
     q = tl.load(q_ptr + q_offsets, mask=row_ok[:, None], other=0.0)
     if UPCAST:
@@ -94,33 +158,49 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, q_tile_bl
     kv_length = tl.load(kv_length_ptr + block_slot)
     row_shift_ptr = kv_row_shift_ptr + block_slot.to(tl.int64) * num_k_blocks
     tile_first_ptr = kv_tile_first_ptr + block_slot.to(tl.int64) * num_kv_tiles
-    tile_starts_ptr = kv_tile_starts_ptr + block_slot.to(tl.int64) * num_kv_tiles
+    tile_starts_ptr = kv_tile_starts_ptr + block_slot.to(tl.int64) * (num_kv_tiles * WORDS)
+    # one 64-bit base per problem; offsets inside it are int32 (N * D < 2^31), shared by k and v
     k_base = k_ptr + problem_row * HEAD_DIM
     v_base = v_ptr + problem_row * HEAD_DIM
+    num_key_tiles = tl.cdiv(kv_length, BLOCK_N)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    # The rows of the next key tile are computed one iteration ahead and carried, so the k / v loads
-    # depend on no load of their own iteration and the pipeliner can prefetch them stages ahead.
-    rows = _key_tile_rows(row_shift_ptr, tile_first_ptr, tile_starts_ptr, 0, kv_length, BLOCK_N)
-    for tile_start in range(0, kv_length, BLOCK_N):
+    # The rows of the next key tile are computed one iteration ahead (and its metadata loaded two ahead
+    # with PREFETCH) and carried, so the k / v loads depend on no load of their own iteration and the
+    # pipeliner can prefetch them stages ahead.
+    first, low, high = _key_tile_meta(tile_first_ptr, tile_starts_ptr, 0, num_key_tiles, WORDS)
+    rows = _key_tile_rows(row_shift_ptr, first, low, high, 0, kv_length, BLOCK_N, WORDS, not UPCAST)
+    if PREFETCH:
+        first, low, high = _key_tile_meta(tile_first_ptr, tile_starts_ptr, 1, num_key_tiles, WORDS)
+    full_end = (kv_length // BLOCK_N) * BLOCK_N
+    for key_start in range(0, full_end, BLOCK_N):
         key_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
         k = tl.load(k_base + key_offsets)
         v = tl.load(v_base + key_offsets)
-        rows = _key_tile_rows(row_shift_ptr, tile_first_ptr, tile_starts_ptr, tile_start + BLOCK_N, kv_length,
-                              BLOCK_N)
+        next_tile = key_start // BLOCK_N + 1
+        if PREFETCH:
+            rows = _key_tile_rows(row_shift_ptr, first, low, high, key_start + BLOCK_N, kv_length, BLOCK_N, WORDS,
+                                  not UPCAST)
+            first, low, high = _key_tile_meta(tile_first_ptr, tile_starts_ptr, next_tile + 1, num_key_tiles, WORDS)
+        else:
+            first, low, high = _key_tile_meta(tile_first_ptr, tile_starts_ptr, next_tile, num_key_tiles, WORDS)
+            rows = _key_tile_rows(row_shift_ptr, first, low, high, key_start + BLOCK_N, kv_length, BLOCK_N, WORDS,
+                                  not UPCAST)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        slot_ok = tile_start + tl.arange(0, BLOCK_N) < kv_length
-        scores = tl.where(slot_ok[None, :], tl.dot(q, tl.trans(k)) * qk_scale, float("-inf"))
-        # -- online softmax: new running max, rescale the running sum and the accumulator --
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        p = tl.math.exp2(scores - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, rows, False)
+    if full_end < kv_length:
+        # -- the last, partial key tile: slots past kv_length are masked --
+        key_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
+        k = tl.load(k_base + key_offsets)
+        v = tl.load(v_base + key_offsets)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        slot_ok = full_end + tl.arange(0, BLOCK_N) < kv_length
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(out_ptr + q_offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
@@ -135,14 +215,19 @@ def sparse_attention(q: torch.Tensor, k_sorted: torch.Tensor, v_sorted: torch.Te
     """
     num_problems, num_tokens, head_dim = q.shape
     out = torch.empty_like(q)
-    num_q_tiles = launch.q_tile_block.shape[1]
-    num_q_blocks = launch.q_block_size.shape[1]
+    num_q_blocks = launch.q_block_end.shape[1]
     num_k_blocks = launch.kv_row_shift.shape[2]
+    words = launch.kv_words
     num_kv_tiles = launch.kv_tile_first.shape[2]
-    _sparse_attention_kernel[(num_q_tiles, num_problems)](
-        q, k_sorted, v_sorted, out, launch.q_rows, launch.q_tile_block, launch.q_block_first_tile,
-        launch.q_block_start, launch.q_block_size, launch.kv_length, launch.kv_row_shift,
-        launch.kv_tile_first, launch.kv_tile_starts, num_tokens, num_q_blocks, num_k_blocks, num_q_tiles,
-        num_kv_tiles, scale * _LOG2_E, HEAD_DIM=head_dim, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
-        UPCAST=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages)
+    launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
+    if launch.remainder_m:
+        launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m, config.remainder_warps))
+    for tile_block, tile_start, block_m, warps in launches:
+        num_tiles = tile_block.shape[1]
+        _sparse_attention_kernel[(num_tiles, num_problems)](
+            q, k_sorted, v_sorted, out, launch.q_rows, tile_block, tile_start, launch.q_block_end,
+            launch.kv_length, launch.kv_row_shift, launch.kv_tile_first, launch.kv_tile_starts,
+            num_tokens, num_q_blocks, num_k_blocks, num_tiles, num_kv_tiles, scale * _LOG2_E,
+            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=launch.block_n, WORDS=words,
+            PREFETCH=config.prefetch_meta, UPCAST=interpreting(), num_warps=warps, num_stages=config.num_stages)
     return out

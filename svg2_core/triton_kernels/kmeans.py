@@ -17,7 +17,8 @@ def _assign_configs():
         return [triton.Config({"BLOCK_N": 64, "BLOCK_C": 64}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
             for block_n, block_c, warps, stages in ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2),
-                                                    (256, 64, 8, 3), (64, 128, 4, 3))]
+                                                    (256, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 4),
+                                                    (256, 128, 8, 3), (128, 64, 8, 3))]
 
 
 @triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"])
@@ -46,8 +47,9 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
         if UPCAST:
             c = c.to(tl.float32)
         c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
-        # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does.
-        distances = c_sq[None, :] - 2.0 * tl.dot(x, tl.trans(c))
+        # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does
+        # (the centroids come in already scaled by -2, exact in any float format)
+        distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
         tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
         better = tile_best < best
         best = tl.where(better, tile_best, best)
@@ -90,7 +92,7 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Te
     num_problems, num_points, head_dim = points.shape
     num_clusters = centroids.shape[1]
     centroid_sq_norms = centroids.square().sum(-1).contiguous()
-    centroids_low = centroids.to(points.dtype).contiguous()
+    centroids_low = (centroids * -2.0).to(points.dtype).contiguous()
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
 
     def grid(meta):

@@ -16,30 +16,41 @@ from .kmeans import sort_by_label
 
 @dataclass
 class AttentionLaunch:
-    """Everything the kernel reads besides q, k, v (all int32, contiguous).
+    """Everything the kernel reads besides q, k, v (int32 unless noted, contiguous).
 
     q_rows [G, N]: flat row (g * N + n) of q / out for each cluster-sorted query position.
     k_rows [G, N]: flat row of k / v for each cluster-sorted key position (gather k, v with it).
-    q_tile_block [G, Tq]: query block of each query tile (Bq = past the last tile);
-    q_block_first_tile, q_block_start, q_block_size [G, Bq].
+    q_tile_block, q_tile_start [G, Tq]: query block (Bq = no tile) and first sorted position of each
+    block_m-row tile; rem_tile_block, rem_tile_start [G, Bq]: the same for the remainder_m-row tile of
+    each block (Bq where the block has none; unused when remainder_m is 0);
+    q_block_end [G, Bq]: sorted position past each query block's last row.
     kv_length [G, Bq]: kept key tokens of a query block (packed back to back, "slots");
     kv_row_shift [G, Bq, Bk]: cluster-sorted key row minus slot inside the p-th kept key block;
-    kv_tile_first [G, Bq, Tk] int32: the kept block in which each BLOCK_N-slot key tile starts;
-    kv_tile_starts [G, Bq, Tk] int64: bit r set where a kept block starts at slot r of the tile.
+    kv_tile_first [G, Bq, Tk]: the kept block in which each BLOCK_N-slot key tile starts;
+    kv_tile_starts [G, Bq, Tk * kv_words] int64: bit r of word w set where a kept block starts at slot
+    64 w + r of the tile.
     """
 
     q_rows: torch.Tensor
     k_rows: torch.Tensor
     q_tile_block: torch.Tensor
-    q_block_first_tile: torch.Tensor
-    q_block_start: torch.Tensor
-    q_block_size: torch.Tensor
+    q_tile_start: torch.Tensor
+    rem_tile_block: torch.Tensor
+    rem_tile_start: torch.Tensor
+    q_block_end: torch.Tensor
     kv_length: torch.Tensor
     kv_row_shift: torch.Tensor
     kv_tile_first: torch.Tensor
     kv_tile_starts: torch.Tensor
     block_m: int
     block_n: int
+    remainder_m: int
+    kv_words: int
+
+
+# TritonBackend.kmeans leaves its last label sort (sort_by_label's sorted_points) on the labels tensor
+# under this attribute, so the plan does not sort the same labels again.
+LABEL_SORT_ATTRIBUTE = "_svg2_label_sort"
 
 
 def cluster_rows(labels: torch.Tensor, num_clusters: int, num_tokens: int, dense_prefix: int,
@@ -50,7 +61,9 @@ def cluster_rows(labels: torch.Tensor, num_clusters: int, num_tokens: int, dense
     """
     num_problems, num_clustered = labels.shape
     device = labels.device
-    sorted_points, _ = sort_by_label(labels.contiguous(), num_clusters)
+    sorted_points = getattr(labels, LABEL_SORT_ATTRIBUTE, None)
+    if sorted_points is None:
+        sorted_points, _ = sort_by_label(labels.contiguous(), num_clusters)
     flat = sorted_points.view(num_problems, num_clustered)
     problem = torch.arange(num_problems, device=device, dtype=torch.int32).unsqueeze(1)
     middle = flat + problem * (num_tokens - num_clustered) + dense_prefix
@@ -67,11 +80,13 @@ def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
 
 def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes: torch.Tensor,
                  k_cluster_sizes: torch.Tensor, block_mask: torch.Tensor, dense_prefix: int,
-                 dense_suffix: int, num_tokens: int, block_m: int, block_n: int) -> AttentionLaunch:
+                 dense_suffix: int, num_tokens: int, block_m: int, block_n: int,
+                 remainder_m: int = 0) -> AttentionLaunch:
     """Turn a ClusterPlan's fields into kernel metadata.
 
     q_labels, k_labels: [G, Nc] int32; q_cluster_sizes [G, Cq], k_cluster_sizes [G, Ck] int32;
     block_mask [G, Cq, Ck] bool. Sizes are bounded by G x Bq x max(Bk, N / block_n) int32.
+    remainder_m (0 or < block_m): a query block's last rows go to one remainder_m-row tile when they fit.
     """
     num_problems = q_labels.shape[0]
     num_q_clusters = q_cluster_sizes.shape[1]
@@ -80,15 +95,31 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
     q_rows = cluster_rows(q_labels, num_q_clusters, num_tokens, dense_prefix, dense_suffix)
     k_rows = cluster_rows(k_labels, num_k_clusters, num_tokens, dense_prefix, dense_suffix)
 
-    # -- query tiles: each query block is cut into BLOCK_M-row tiles --
+    # -- query tiles: full block_m-row tiles, the last rows in one remainder_m-row tile when they fit --
+    if not 0 <= remainder_m < block_m:
+        raise ValueError(f"remainder_m must be in [0, block_m), got {remainder_m}")
     q_block_size = block_sizes_with_dense(q_cluster_sizes, dense_prefix, dense_suffix)
     num_q_blocks = q_block_size.shape[1]
     q_block_start = _exclusive_cumsum(q_block_size)
-    q_block_tiles = (q_block_size + block_m - 1) // block_m
+    q_block_end = (q_block_start + q_block_size).contiguous()
+    if remainder_m:
+        tail = q_block_size % block_m
+        has_remainder = (tail > 0) & (tail <= remainder_m)
+        q_block_tiles = (q_block_size + block_m - 1) // block_m - has_remainder.int()
+    else:
+        has_remainder = torch.zeros_like(q_block_size, dtype=torch.bool)
+        q_block_tiles = (q_block_size + block_m - 1) // block_m
     q_tiles_inclusive = q_block_tiles.cumsum(-1, dtype=torch.int32)
     max_q_tiles = -(-num_tokens // block_m) + num_q_blocks
     tile_index = torch.arange(max_q_tiles, device=device, dtype=torch.int32).expand(num_problems, -1)
     q_tile_block = torch.searchsorted(q_tiles_inclusive, tile_index.contiguous(), right=True, out_int32=True)
+    tile_block_safe = q_tile_block.clamp(max=num_q_blocks - 1).long()
+    q_block_first_tile = q_tiles_inclusive - q_block_tiles
+    q_tile_start = (q_block_start.gather(1, tile_block_safe)
+                    + (tile_index - q_block_first_tile.gather(1, tile_block_safe)) * block_m).to(torch.int32)
+    block_index = torch.arange(num_q_blocks, device=device, dtype=torch.int32).expand(num_problems, -1)
+    rem_tile_block = torch.where(has_remainder, block_index, num_q_blocks).to(torch.int32).contiguous()
+    rem_tile_start = (q_block_start + q_block_tiles * block_m).to(torch.int32).contiguous()
 
     # -- key side: per query block, the kept non-empty key blocks packed back to back --
     k_block_size = block_sizes_with_dense(k_cluster_sizes, dense_prefix, dense_suffix)
@@ -107,24 +138,26 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
     kv_row_shift.scatter_(-1, packed_index, k_block_start.unsqueeze(1) - kept_start)
     kv_slot_start = kv_slot_start[..., :num_k_blocks].contiguous()
     kv_row_shift = kv_row_shift[..., :num_k_blocks].contiguous()
-    if block_n > 64:
-        raise ValueError(f"block_n must be <= 64 (one 64-bit start mask per key tile), got {block_n}")
+    if block_n > 128:
+        raise ValueError(f"block_n must be <= 128 (two 64-bit start masks per key tile), got {block_n}")
+    words = 2 if block_n > 64 else 1
     num_kv_tiles = -(-num_tokens // block_n)
     tile_slot = torch.arange(num_kv_tiles, device=device, dtype=torch.int32) * block_n
     tile_slot = tile_slot.expand(num_problems * num_q_blocks, -1).contiguous()
     kv_tile_first = torch.searchsorted(kv_slot_start.view(-1, num_k_blocks), tile_slot, right=True,
                                        out_int32=True) - 1
     # -- one bit per kept block start: distinct bits of one word, so a sum is their OR --
-    start_tile = torch.where(kept, kept_start // block_n, num_kv_tiles).long()
-    start_bit = torch.bitwise_left_shift(torch.ones_like(start_tile), (kept_start % block_n).long())
-    kv_tile_starts = torch.zeros(num_problems, num_q_blocks, num_kv_tiles + 1, dtype=torch.int64, device=device)
-    kv_tile_starts.scatter_add_(-1, start_tile, start_bit)
+    start_word = (kept_start // block_n) * words + (kept_start % block_n) // 64
+    start_word = torch.where(kept, start_word, num_kv_tiles * words).long()
+    start_bit = torch.bitwise_left_shift(torch.ones_like(start_word), (kept_start % block_n % 64).long())
+    kv_tile_starts = torch.zeros(num_problems, num_q_blocks, num_kv_tiles * words + 1, dtype=torch.int64,
+                                 device=device)
+    kv_tile_starts.scatter_add_(-1, start_word, start_bit)
 
     return AttentionLaunch(
-        q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block,
-        q_block_first_tile=(q_tiles_inclusive - q_block_tiles).contiguous(),
-        q_block_start=q_block_start.contiguous(), q_block_size=q_block_size.contiguous(),
+        q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start.contiguous(),
+        rem_tile_block=rem_tile_block, rem_tile_start=rem_tile_start, q_block_end=q_block_end,
         kv_length=kv_length, kv_row_shift=kv_row_shift,
         kv_tile_first=kv_tile_first.view(num_problems, num_q_blocks, num_kv_tiles),
-        kv_tile_starts=kv_tile_starts[..., :num_kv_tiles].contiguous(),
-        block_m=block_m, block_n=block_n)
+        kv_tile_starts=kv_tile_starts[..., :num_kv_tiles * words].contiguous(),
+        block_m=block_m, block_n=block_n, remainder_m=remainder_m, kv_words=words)
