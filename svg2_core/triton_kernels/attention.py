@@ -31,7 +31,7 @@ class AttentionConfig:
     """
 
     block_m: int = 128
-    block_n: int = 64
+    block_n: int = 128
     num_warps: int = 8
     num_stages: int = 3
     remainder_m: int = 64
