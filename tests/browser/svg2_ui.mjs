@@ -50,6 +50,7 @@ try {
     throw new Error("the frontend did not keep the loaded workflow");
   };
 
+  result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
   await page.evaluate(async () => {
     await window.comfyAPI.app.app.extensionManager?.setting?.set("Comfy.Minimap.Visible", false);
   });
@@ -191,6 +192,29 @@ try {
       height: Math.min(rect.height, (y1 - y0) * ds.scale) };
   });
   await page.screenshot({ path: screenshotPath, clip });
+
+  // -- the same in the Vue node renderer ("Nodes 2.0"): a new run redraws the canvas inside the DOM widget --
+  await page.evaluate(async () => {
+    await window.comfyAPI.app.app.extensionManager.setting.set("Comfy.VueNodes.Enabled", true);
+  });
+  await page.waitForTimeout(500);
+  tiny.nodes.filter((n) => n.type === "KSampler").forEach((n) => { n.widgets_values[0] = 4242; });
+  await load(tiny);
+  await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0, 1));
+  await page.waitForFunction(() => {
+    const nodes = window.comfyAPI.app.app.graph.nodes;
+    return nodes.some((n) => n.svg2Stats) && nodes.some((n) => n.svg2Compare);
+  }, null, { timeout: 240000, polling: 250 });
+  await page.waitForTimeout(800);
+  result.vue = await page.evaluate(() => {
+    const node = window.comfyAPI.app.app.graph.nodes.find((n) => n.comfyClass === "SVG2SparseAttention");
+    const canvas = node.svg2Canvas;
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4) if (((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]) !== 0x1b1b1b) lit += 1;
+    return { connected: canvas.isConnected, width: canvas.clientWidth, height: canvas.clientHeight,
+      cells: node.svg2Drawn.cells, lit };
+  });
 } finally {
   await context.close();
   rmSync(userDataDir, { recursive: true, force: true });

@@ -176,5 +176,15 @@ def test_view_scales_with_the_node(ui):
     assert resized["cells"] == STEPS * LAYERS
 
 
+def test_vue_node_renderer_shows_the_heatmap_too(ui):
+    version = tuple(int(part) for part in (ui["frontend_version"] or "0").split(".")[:2])
+    if version < (1, 42):
+        pytest.skip(f"frontend {ui['frontend_version']}: checked that 1.27.10's experimental Vue renderer "
+                    "does not mount DOM widgets and 1.42.11's does; versions between are unchecked")
+    vue = ui["vue"]
+    assert vue["connected"] and vue["width"] > 100 and vue["height"] > 100, vue
+    assert vue["cells"] == STEPS * LAYERS and vue["lit"] > 0.3 * vue["width"] * vue["height"]
+
+
 def test_screenshot_saved(ui):
     assert ui["screenshot"].stat().st_size > 10_000
