@@ -153,14 +153,42 @@ def calibrate_top_p(density_of, target: float, steps: int = 14) -> float:
     return round(min((low, high), key=lambda p: abs(density_of(p) - target)), 4)
 
 
-def _sol_attn_rows() -> list[dict]:
+def sol_attn_rows(q4, k4, v4, dense_suffix: int, taus, timer, quality_of) -> list[dict]:
+    """comfy-kitchen's `sol_attn` (the sparse attention ComfyUI ships) at each routing threshold `tau`:
+    time and error against dense. q4, k4, v4: [B, H, N, D]; text tokens (dense_suffix) are its sinks."""
     try:
-        import comfy_kitchen  # noqa: F401
+        import comfy_kitchen
     except ImportError:
-        return [{"method": "comfy-kitchen sol_attn", "ms": None,
-                 "note": "comfy-kitchen is not importable on this machine"}]
-    return [{"method": "comfy-kitchen sol_attn", "ms": None,
-             "note": "comfy-kitchen imported; sol_attn timing is not wired up in this bench"}]
+        return [{"method": "comfy-kitchen sol_attn", "ms": None, "note": "comfy-kitchen is not importable here"}]
+    if not comfy_kitchen.sol_attn_is_available(q4.device):
+        return [{"method": "comfy-kitchen sol_attn", "ms": None, "note": "sol_attn kernels unavailable here"}]
+    q, k, v = (x.transpose(1, 2).contiguous() for x in (q4, k4, v4))  # sol_attn takes [B, N, H, D]
+    num_tokens = q.shape[1]
+    num_blocks = -(-num_tokens // 64)
+    sinks = [(num_tokens - dense_suffix) // 64, num_blocks] if dense_suffix else None
+    rows = []
+    for tau in taus:
+        def call(t=tau):
+            return comfy_kitchen.sol_attn(q, k, v, tau=t, sink_blocks=sinks, sink_q=sinks)
+        out = call().transpose(1, 2).reshape(-1, num_tokens, q.shape[-1])
+        rows.append({"method": f"comfy-kitchen sol_attn tau={tau}", "ms": timer(call),
+                     "error_vs_dense": quality_of(out)})
+    return rows
+
+
+def compare_with_sol_attn(rows: list[dict]) -> list[dict]:
+    """For each sol_attn row: the most accurate SVG2 whole call that is at least as fast, and whether its
+    error is at most half of sol_attn's (the acceptance rule)."""
+    svg2 = [row for row in rows if row["method"].startswith("SVG2") and "total_ms" in row]
+    verdicts = []
+    for sol in (row for row in rows if row["method"].startswith("comfy-kitchen") and row.get("ms")):
+        faster = [row for row in svg2 if row["total_ms"] <= sol["ms"]]
+        best = min(faster, key=lambda row: row["error_vs_dense"]) if faster else None
+        verdicts.append({"sol_attn": sol["method"], "sol_ms": sol["ms"], "sol_error": sol["error_vs_dense"],
+                         "svg2": best and best["method"], "svg2_ms": best and best["total_ms"],
+                         "svg2_error": best and best["error_vs_dense"],
+                         "svg2_error_at_most_half": bool(best) and best["error_vs_dense"] <= 0.5 * sol["error_vs_dense"]})
+    return verdicts
 
 
 def run_shape(name: str, args, timer, device) -> dict:
@@ -294,7 +322,14 @@ def run_shape(name: str, args, timer, device) -> dict:
         row["within_2x_torch_lowp"] = row["error_vs_oracle"] <= 2 * row["torch_lowp_error_vs_oracle"] + 1e-6
         result["rows"] += [row, base_row]
         log.info("%s: %s | %s", name, row, base_row)
-    result["rows"] += _sol_attn_rows()
+    def error_vs_dense(out):
+        everything = torch.ones(num_tokens, dtype=torch.bool, device=device)
+        quality = sampled_quality(q, k, v, {"any": out}, {"any": lambda g, rows: everything.expand(len(rows), -1)},
+                                  scale, args.rows_per_head)
+        return quality["any"]["error_vs_dense"]
+
+    result["rows"] += sol_attn_rows(q4, k4, v4, dense_suffix, args.sol_tau, timer, error_vs_dense)
+    result["svg2_vs_sol_attn"] = compare_with_sol_attn(result["rows"])
     return result
 
 
@@ -315,6 +350,13 @@ def format_table(result: dict) -> str:
                                                                       "permute_ms", "kernel_ms", "unpermute_ms")
                            if key in row and "total_ms" in row)
         lines.append(" ".join(cells) + "  " + (stages or row.get("note", "")))
+    for verdict in result.get("svg2_vs_sol_attn", []):
+        if verdict["svg2"] is None:
+            lines.append(f"vs {verdict['sol_attn']} ({verdict['sol_ms']:.1f} ms): no SVG2 setting here is as fast")
+        else:
+            lines.append(f"vs {verdict['sol_attn']} ({verdict['sol_ms']:.1f} ms, error {verdict['sol_error']:.3f}): "
+                         f"{verdict['svg2']} {verdict['svg2_ms']:.1f} ms, error {verdict['svg2_error']:.3f}, "
+                         f"at most half: {verdict['svg2_error_at_most_half']}")
     return "\n".join(lines)
 
 
@@ -334,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="*", default=[],
                         help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-np] (AttentionConfig.parse); the first "
                              "runs the whole call, each one's kernel time is reported")
+    parser.add_argument("--sol-tau", type=float, nargs="*", default=[0.5, 1.0, 2.0],
+                        help="routing thresholds for comfy-kitchen's sol_attn, when it is importable")
     parser.add_argument("--backend", choices=["triton", "torch"], default=None,
                         help="default: triton on a GPU, torch on the CPU (triton there needs TRITON_INTERPRET=1)")
     parser.add_argument("--json", help="write the results here")

@@ -38,3 +38,18 @@ def test_density_targets_add_calibrated_rows(tmp_path):
     assert bench.main(["--json", str(path), "--rows-per-head", "16", "--top-p", "--density", "0.5"]) == 0
     rows = [row for row in json.loads(path.read_text())["results"][0]["rows"] if row["method"].startswith("SVG2")]
     assert len(rows) == 1 and abs(rows[0]["density"] - 0.5) < 0.15
+
+
+def test_comparison_with_sol_attn_picks_the_most_accurate_svg2_call_that_is_as_fast():
+    rows = [{"method": "SVG2 top_p=0.6", "total_ms": 50.0, "error_vs_dense": 0.20},
+            {"method": "SVG2 top_p=0.9", "total_ms": 90.0, "error_vs_dense": 0.08},
+            {"method": "comfy-kitchen sol_attn tau=1.0", "ms": 100.0, "error_vs_dense": 0.30},
+            {"method": "comfy-kitchen sol_attn tau=2.0", "ms": 60.0, "error_vs_dense": 0.45},
+            {"method": "comfy-kitchen sol_attn tau=3.0", "ms": 40.0, "error_vs_dense": 0.60}]
+    verdicts = {v["sol_attn"]: v for v in bench.compare_with_sol_attn(rows)}
+    assert verdicts["comfy-kitchen sol_attn tau=1.0"]["svg2"] == "SVG2 top_p=0.9"
+    assert verdicts["comfy-kitchen sol_attn tau=1.0"]["svg2_error_at_most_half"] is True
+    assert verdicts["comfy-kitchen sol_attn tau=2.0"]["svg2"] == "SVG2 top_p=0.6"
+    assert verdicts["comfy-kitchen sol_attn tau=2.0"]["svg2_error_at_most_half"] is True
+    assert verdicts["comfy-kitchen sol_attn tau=3.0"]["svg2"] is None
+    assert verdicts["comfy-kitchen sol_attn tau=3.0"]["svg2_error_at_most_half"] is False
