@@ -227,6 +227,24 @@ def test_every_workflow_is_here():
         assert any(model in name for name in names), f"no workflow for {model}"
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_links_are_consistent(path):
+    """Without ComfyUI: every link joins existing slots of matching type, as the frontend expects."""
+    workflow = _load(path)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert len(nodes) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(nodes)
+    assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
+    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:
+        output = nodes[src]["outputs"][src_slot]
+        target = nodes[dst]["inputs"][dst_slot]
+        assert link_id in output["links"] and target["link"] == link_id, f"link {link_id}"
+        assert output["type"] == target["type"] == link_type, f"link {link_id}: {output['type']} -> {target['type']}"
+    linked = {link[0] for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        for slot in node.get("inputs", []):
+            assert slot["link"] is None or slot["link"] in linked, f"node {node['id']}.{slot['name']}"
+
+
 def test_pack_nodes_are_registered(server):
     info = server["object_info"]
     assert SVG2_NODE in info, "SVG2SparseAttention is missing: did the pack fail to import? see " + str(server["log"])
