@@ -84,7 +84,9 @@ export function normalizeStats(detail) {
   };
 }
 
-function fitCanvas(canvas) {
+// Sizes the canvas to its box (device pixels), clears it to the background and sets the font size to
+// width / charsPerLine, clamped to 9-13 px.
+function beginDraw(canvas, charsPerLine) {
   const ratio = window.devicePixelRatio || 1;
   const width = Math.max(1, canvas.clientWidth);
   const height = Math.max(1, canvas.clientHeight);
@@ -94,8 +96,12 @@ function fitCanvas(canvas) {
   }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, width, height);
-  return { ctx, width, height };
+  const font = Math.max(9, Math.min(13, width / charsPerLine));
+  ctx.font = `${font}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.fillStyle = "#1b1b1b";
+  ctx.fillRect(0, 0, width, height);
+  return { ctx, width, height, font };
 }
 
 function drawText(ctx, text, x, y, color = "#ddd", align = "left") {
@@ -109,12 +115,7 @@ function formatSeconds(s) {
 }
 
 export function drawStats(canvas, stats) {
-  const { ctx, width, height } = fitCanvas(canvas);
-  const font = Math.max(9, Math.min(13, width / 28));
-  ctx.font = `${font}px sans-serif`;
-  ctx.textBaseline = "top";
-  ctx.fillStyle = "#1b1b1b";
-  ctx.fillRect(0, 0, width, height);
+  const { ctx, width, height, font } = beginDraw(canvas, 28);
   if (!stats) {
     drawText(ctx, "SVG2: queue a prompt to see density per step and layer", 6, 6, "#888");
     return { cells: 0 };
@@ -183,12 +184,7 @@ export function drawStats(canvas, stats) {
 }
 
 export function drawCompare(canvas, result) {
-  const { ctx, width, height } = fitCanvas(canvas);
-  const font = Math.max(9, Math.min(13, width / 26));
-  ctx.font = `${font}px sans-serif`;
-  ctx.textBaseline = "top";
-  ctx.fillStyle = "#1b1b1b";
-  ctx.fillRect(0, 0, width, height);
+  const { ctx, width, height, font } = beginDraw(canvas, 26);
   if (!result || result.psnr.length === 0) {
     drawText(ctx, "PSNR / SSIM appear here after a run", 6, 6, "#888");
     return;

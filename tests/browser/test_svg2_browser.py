@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests" / "comfyui"))
+
+from comfy_server import running_server  # noqa: E402
+
 CHROMIUM = Path("/usr/bin/chromium")
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 STEPS, LAYERS, LATENT_FRAMES = 8, 3, 5  # tiny_wan_compare.json: 8 steps, 3 Wan blocks, 17 frames
@@ -40,15 +41,8 @@ def _skip_reason() -> str | None:
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tiny_checkpoint(directory: Path) -> None:
     """The tiny random Wan 2.1 T2V of the integration tests, built from ComfyUI's own class."""
-    sys.path.insert(0, str(REPO / "tests" / "comfyui"))
     import comfy_env
 
     comfy_env.import_comfyui(Path(COMFYUI_PATH))
@@ -58,43 +52,11 @@ def _tiny_checkpoint(directory: Path) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyui_browser")
-    for folder in ("custom_nodes", "diffusion_models", "output", "input", "user"):
-        (root / folder).mkdir()
-    (root / "custom_nodes" / "ComfyUI-SVG2").symlink_to(REPO, target_is_directory=True)
-    (root / "custom_nodes" / "svg2_browser_test_nodes").symlink_to(
-        HERE / "custom_nodes" / "svg2_browser_test_nodes", target_is_directory=True)
+    (root / "diffusion_models").mkdir()
     _tiny_checkpoint(root / "diffusion_models")
-    (root / "extra_model_paths.yaml").write_text(
-        f"svg2_browser:\n  base_path: {root}\n  custom_nodes: custom_nodes\n  diffusion_models: diffusion_models\n")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
-         "--port", str(port), "--extra-model-paths-config", str(root / "extra_model_paths.yaml"),
-         "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
-         "--user-directory", str(root / "user"), "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
-        cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("ComfyUI did not start:\n" + (root / "server.log").read_text()[-4000:])
-                time.sleep(0.5)
-        yield {"url": url, "log": root / "server.log"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        for link in ("ComfyUI-SVG2", "svg2_browser_test_nodes"):
-            (root / "custom_nodes" / link).unlink()
+    custom_nodes = {"ComfyUI-SVG2": REPO, "svg2_browser_test_nodes": HERE / "custom_nodes" / "svg2_browser_test_nodes"}
+    with running_server(Path(COMFYUI_PATH), root, custom_nodes, ("diffusion_models",), real_frontend=True) as (url, log):
+        yield {"url": url, "log": log}
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,19 @@ against `/object_info` (node types, widget order and values, link types, require
 place in the graph, and ComfyUI's own prompt validation (`POST /prompt`). Model files are empty
 placeholders with the workflows' file names, so validation passes and execution stops at the first loader.
 Needs `COMFYUI_PATH` (a ComfyUI checkout); `COMFYUI_PYTHON` defaults to the interpreter running pytest.
+The link checks run without ComfyUI.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from comfy_server import get_json, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -40,11 +39,6 @@ SAMPLERS = {"KSampler", "KSamplerAdvanced", "BasicGuider", "CFGGuider"}
 SVG2_NODE = "SVG2SparseAttention"
 
 
-def _get(url: str, timeout: float = 10.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 def _post(url: str, payload: dict):
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     try:
@@ -52,12 +46,6 @@ def _post(url: str, payload: dict):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _widget_inputs(info: dict):
@@ -183,41 +171,10 @@ def server(tmp_path_factory):
     if not COMFYUI_PATH:
         pytest.skip("COMFYUI_PATH is not set: these tests need a real ComfyUI checkout (see DEVELOPERS.md)")
     root = tmp_path_factory.mktemp("comfyui")
-    (root / "custom_nodes").mkdir()
-    (root / "custom_nodes" / "ComfyUI-SVG2").symlink_to(REPO, target_is_directory=True)
-    (root / "frontend").mkdir()
-    (root / "output").mkdir()
     _placeholder_files([_load(p) for p in WORKFLOWS], root)
-    folders = "\n".join(f"  {name}: {name}" for name in ("diffusion_models", "text_encoders", "vae", "clip_vision", "loras"))
-    (root / "extra_model_paths.yaml").write_text(f"svg2_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n{folders}\n")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--extra-model-paths-config", str(root / "extra_model_paths.yaml"), "--front-end-root", str(root / "frontend"),
-         "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
-         "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
-        cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                _get(url + "/system_stats", timeout=2)
-                break
-            except (OSError, ValueError):
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("ComfyUI did not start:\n" + (root / "server.log").read_text()[-4000:])
-                time.sleep(0.5)
-        yield {"url": url, "object_info": _get(url + "/object_info", timeout=60), "log": root / "server.log"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        (root / "custom_nodes" / "ComfyUI-SVG2").unlink()
+    folders = tuple(sorted({folder for folder, _ in LOADER_FOLDERS.values()}))
+    with running_server(Path(COMFYUI_PATH), root, {"ComfyUI-SVG2": REPO}, folders) as (url, log):
+        yield {"url": url, "object_info": get_json(url + "/object_info", timeout=60), "log": log}
 
 
 def test_every_workflow_is_here():
@@ -306,7 +263,7 @@ def test_comfyui_accepts_the_prompt(server, path):
     prompt_id = answer["prompt_id"]
     deadline = time.time() + 120
     while time.time() < deadline:  # it fails at the first (empty) model file; wait so prompts don't pile up
-        if _get(f"{server['url']}/history/{prompt_id}").get(prompt_id):
+        if get_json(f"{server['url']}/history/{prompt_id}").get(prompt_id):
             return
         time.sleep(0.2)
     pytest.fail(f"prompt {prompt_id} did not finish")
