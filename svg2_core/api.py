@@ -79,9 +79,8 @@ def _check_finite(q, k, v) -> None:
 
 
 def _clustered(x: torch.Tensor, dense_prefix: int, dense_suffix: int) -> torch.Tensor:
-    """[B, H, N, D] -> the clustered span as [B*H, Nc, D]."""
-    batch, heads, num_tokens, head_dim = x.shape
-    return x[:, :, dense_prefix:num_tokens - dense_suffix].reshape(batch * heads, -1, head_dim)
+    """x: [G, N, D] -> the clustered span [G, Nc, D], a view (rows stay contiguous)."""
+    return x[:, dense_prefix:x.shape[1] - dense_suffix]
 
 
 def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SVG2Config, *,
@@ -102,6 +101,8 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
         _check_finite(q, k, v)
     batch, heads, num_tokens, head_dim = q.shape
     num_problems = batch * heads
+    # one copy at most (ComfyUI hands over transposed views); everything after this is a view
+    q, k, v = (x.contiguous().view(num_problems, num_tokens, head_dim) for x in (q, k, v))
     q_points = _clustered(q, dense_prefix, dense_suffix)
     k_points = _clustered(k, dense_prefix, dense_suffix)
 
@@ -130,10 +131,7 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
                                config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
-    out = runner.sparse_attention(q.reshape(num_problems, num_tokens, head_dim),
-                                  k.reshape(num_problems, num_tokens, head_dim),
-                                  v.reshape(num_problems, num_tokens, head_dim), plan, scale)
-    out = out.reshape(batch, heads, num_tokens, head_dim)
+    out = runner.sparse_attention(q, k, v, plan, scale).view(batch, heads, num_tokens, head_dim)
     if not return_info:
         return out
     return out, _info(plan, batch, heads, runner.name)
