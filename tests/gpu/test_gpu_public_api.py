@@ -1,0 +1,59 @@
+"""GPU-only checks of the public call on the fast path: a warm `svg2_attention` call makes no host
+synchronisation (CUDA sync debug mode raises on one) and captures in a CUDA graph. Skipped without CUDA."""
+import pytest
+import torch
+
+from svg2_core import SVG2Config, SVG2State, svg2_attention
+from svg2_core.synthetic import structured_qkv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CONFIG = SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160)
+
+
+def _node_layout_inputs():
+    """[B, H, N, D] transposed views of [B, N, H, D], as ComfyUI's models hand them over, 64 text tokens."""
+    q, k, v = structured_qkv(2, 4, (8, 24, 32), 128, dense_suffix=64, device="cuda")
+    return [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v)]
+
+
+def test_warm_call_makes_no_host_synchronisation():
+    q, k, v = _node_layout_inputs()
+    state = SVG2State()
+    svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == q.shape and torch.isfinite(out).all()
+
+
+def test_warm_public_call_replays_in_a_cuda_graph():
+    q, k, v = _node_layout_inputs()
+    state = SVG2State()
+    svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    cached = state.entry("layer")
+    q_centroids, k_centroids = cached.q_centroids.clone(), cached.k_centroids.clone()
+
+    def restore_centroids():
+        cached.q_centroids.copy_(q_centroids)
+        cached.k_centroids.copy_(k_centroids)
+        state.store("layer", cached)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        expected = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64,
+                                  backend="triton")
+    torch.cuda.current_stream().wait_stream(side)
+    restore_centroids()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64,
+                                  backend="triton")
+    restore_centroids()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, expected)
