@@ -2,10 +2,8 @@
 /object_info, and a queued prompt with two patched models that sends one `svg2.stats` event per node."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -13,14 +11,10 @@ from pathlib import Path
 import pytest
 
 import comfy_env
+from comfy_server import get_json, running_server
 
 HELPER_NODES = Path(__file__).resolve().parent / "helper_nodes" / "svg2_test_nodes"
 STEPS = 3
-
-
-def _get(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def _post(url, payload):
@@ -29,65 +23,29 @@ def _post(url, payload):
         return json.loads(response.read())
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Base URL of a running server whose diffusion_models folder holds a tiny Wan and HunyuanVideo."""
+    """host:port of a running server whose diffusion_models folder holds a tiny Wan and HunyuanVideo."""
     path = comfy_env.comfyui_path()
     if path is None:
         pytest.skip("COMFYUI_PATH is not set: the headless server test needs a ComfyUI checkout")
     pytest.importorskip("websocket", reason="the server test needs websocket-client")
     root = tmp_path_factory.mktemp("svg2_server")
-    for folder in ("custom_nodes", "models/diffusion_models", "frontend", "output", "input"):
-        (root / folder).mkdir(parents=True)
-    (root / "custom_nodes" / "ComfyUI-SVG2").symlink_to(comfy_env.ROOT, target_is_directory=True)
-    (root / "custom_nodes" / "svg2_test_nodes").symlink_to(HELPER_NODES, target_is_directory=True)
+    models = root / "diffusion_models"
+    models.mkdir()
     builder = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import comfy_env, pathlib; "
                f"comfy_env.import_comfyui(pathlib.Path({str(path)!r})); "
-               f"[comfy_env.build_checkpoint(n, pathlib.Path({str(root / 'models/diffusion_models')!r})) "
+               f"[comfy_env.build_checkpoint(n, pathlib.Path({str(models)!r})) "
                f"for n in ('wan21_t2v', 'hunyuan_video')]")
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     subprocess.run([python, "-c", builder], check=True, capture_output=True, cwd=path)
-    (root / "extra_model_paths.yaml").write_text(
-        f"svg2_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n"
-        f"  diffusion_models: models/diffusion_models\n")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--extra-model-paths-config", str(root / "extra_model_paths.yaml"), "--front-end-root", str(root / "frontend"),
-         "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
-         "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
-        cwd=path, stdout=log, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                _get(f"http://{url}/system_stats")
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("ComfyUI did not start within 120 s")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    custom_nodes = {"ComfyUI-SVG2": comfy_env.ROOT, "svg2_test_nodes": HELPER_NODES}
+    with running_server(path, root, custom_nodes, ("diffusion_models",)) as (url, _):
+        yield url.removeprefix("http://")
 
 
 def test_object_info_shows_the_node_with_ranges_and_tooltips(server):
-    info = _get(f"http://{server}/object_info/SVG2SparseAttention")["SVG2SparseAttention"]
+    info = get_json(f"http://{server}/object_info/SVG2SparseAttention")["SVG2SparseAttention"]
     assert info["display_name"] == "SVG2 Sparse Attention"
     assert info["output"] == ["MODEL"]
     required, optional = info["input"]["required"], info["input"]["optional"]
@@ -147,7 +105,7 @@ def test_a_queued_prompt_with_two_patched_models_reports_stats_on_the_websocket(
                 break
     finally:
         socket_.close()
-    history = _get(f"http://{server}/history/{queued['prompt_id']}")[queued["prompt_id"]]
+    history = get_json(f"http://{server}/history/{queued['prompt_id']}")[queued["prompt_id"]]
     assert history["status"]["status_str"] == "success"
     assert set(events) == {"1svg2", "2svg2"}
     layers = {"1svg2": comfy_env.SELF_ATTENTION_LAYERS["wan21_t2v"], "2svg2": comfy_env.SELF_ATTENTION_LAYERS["hunyuan_video"]}
