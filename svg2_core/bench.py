@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .backends import ClusterPlan, TorchBackend
 from .kmeans import sample_initial_centroids
+from .layout import block_of_tokens
 from .selection import select_blocks
 from .synthetic import MODEL_SHAPES, structured_qkv
 
@@ -69,14 +70,6 @@ def dense_backends(q, k, v, timer) -> list[dict]:
     best = min(timed, key=lambda row: row["ms"])
     best["best"] = True
     return rows
-
-
-def block_of_tokens(labels: torch.Tensor, dense_prefix: int, dense_suffix: int, num_clusters: int) -> torch.Tensor:
-    """Extended block id of every token in original order: [G, N] (prefix 0, clusters 1..C, suffix C+1)."""
-    inner = labels.long() + 1
-    return torch.cat([
-        inner.new_zeros(labels.shape[0], dense_prefix), inner,
-        inner.new_full((labels.shape[0], dense_suffix), num_clusters + 1)], dim=1)
 
 
 def sampled_quality(q, k, v, outputs: dict, masks: dict, scale: float, rows_per_head: int, seed: int = 0) -> dict:

@@ -38,6 +38,14 @@ def block_mask_with_dense(block_mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(block_mask, (1, 1, 1, 1), value=True)
 
 
+def block_of_tokens(labels: torch.Tensor, dense_prefix: int, dense_suffix: int, num_clusters: int) -> torch.Tensor:
+    """Extended block id of every token in original order: [G, N] (prefix 0, clusters 1..C, suffix C+1)."""
+    inner = labels.long() + 1
+    return torch.cat([
+        inner.new_zeros(labels.shape[0], dense_prefix), inner,
+        inner.new_full((labels.shape[0], dense_suffix), num_clusters + 1)], dim=1)
+
+
 def block_ids(block_sizes: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Block index of every permuted position. block_sizes: [G, B] summing to N; returns [G, N] int64."""
     block_ends = block_sizes.long().cumsum(dim=-1)

@@ -30,16 +30,10 @@ def random_labels(num_problems: int, num_points: int, num_clusters: int, generat
 
 def element_mask(plan, num_tokens: int) -> torch.Tensor:
     """[G, N, N] bool in original token order: query i may attend key j (dense prefix/suffix included)."""
-    from svg2_core.layout import block_mask_with_dense
+    from svg2_core.layout import block_mask_with_dense, block_of_tokens
 
-    def blocks(labels, num_clusters):
-        inner = labels.long() + 1
-        num_problems = labels.shape[0]
-        return torch.cat([inner.new_zeros(num_problems, plan.dense_prefix), inner,
-                          inner.new_full((num_problems, plan.dense_suffix), num_clusters + 1)], dim=1)
-
-    q_block = blocks(plan.q_labels, plan.q_cluster_sizes.shape[1])
-    k_block = blocks(plan.k_labels, plan.k_cluster_sizes.shape[1])
+    q_block = block_of_tokens(plan.q_labels, plan.dense_prefix, plan.dense_suffix, plan.q_cluster_sizes.shape[1])
+    k_block = block_of_tokens(plan.k_labels, plan.dense_prefix, plan.dense_suffix, plan.k_cluster_sizes.shape[1])
     mask = block_mask_with_dense(plan.block_mask)
     rows = mask.gather(1, q_block.unsqueeze(-1).expand(-1, -1, mask.shape[-1]))
     return rows.gather(2, k_block.unsqueeze(1).expand(-1, num_tokens, -1))

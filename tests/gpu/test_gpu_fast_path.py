@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from svg2_core.backends import ClusterPlan
-from svg2_core.bench import block_of_tokens, sampled_quality
+from svg2_core.bench import sampled_quality
+from svg2_core.layout import block_of_tokens
 from svg2_core.layout import block_mask_with_dense
 from svg2_core.selection import select_blocks
 from svg2_core.synthetic import structured_qkv
