@@ -29,6 +29,11 @@ class TritonBackend:
     def unsupported_reason(self, q: torch.Tensor) -> str | None:
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
             return f"tensors are on {q.device.type}; the Triton path needs CUDA"
+        if q.device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(q.device)
+            if major < 8:
+                return (f"GPU compute capability {major}.{minor} is below 8.0; the Triton path needs an "
+                        "Ampere (RTX 30xx / A100) or newer GPU")
         if q.dtype not in SUPPORTED_DTYPES:
             return f"dtype {q.dtype} is not supported (float16, bfloat16)"
         if q.shape[-1] not in SUPPORTED_HEAD_DIMS:

@@ -19,6 +19,23 @@ def test_unsupported_reasons_name_the_value(monkeypatch):
     assert "head_dim 80" in backend.unsupported_reason(torch.zeros(1, 4, 80, dtype=torch.float16))
 
 
+class _CudaTensorStandIn:
+    """What unsupported_reason reads of a CUDA tensor, on a machine without one."""
+    device = torch.device("cuda", 0)
+    dtype = torch.bfloat16
+    shape = (1, 4, 128)
+
+
+@pytest.mark.parametrize("capability, supported", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_gpus_before_ampere_are_declined_with_their_capability(monkeypatch, capability, supported):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    reason = TritonBackend().unsupported_reason(_CudaTensorStandIn())
+    if supported:
+        assert reason is None
+    else:
+        assert reason.startswith("GPU compute capability 7.5 is below 8.0")
+
+
 def test_svg2_attention_with_the_triton_backend_is_within_twice_torch_error():
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, 136, 64, generator=generator).to(DEVICE, torch.bfloat16) for _ in range(3))
