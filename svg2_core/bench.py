@@ -241,7 +241,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         from .triton_kernels.kmeans import _assign_kernel
 
         result["kmeans_assign_configs"] = {str(key): str(config) for key, config in getattr(_assign_kernel, "cache", {}).items()}
-    log.info("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
+    log.debug("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
     min_kept = max(1, math.floor(0.1 * args.k_clusters))
 
@@ -314,7 +314,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         base_row.update(quality["positional"])
         row["within_2x_torch_lowp"] = row["error_vs_oracle"] <= 2 * row["torch_lowp_error_vs_oracle"] + 1e-6
         result["rows"] += [row, base_row]
-        log.info("%s: %s | %s", name, row, base_row)
+        log.debug("%s: %s | %s", name, row, base_row)
     def error_vs_dense(out):
         everything = torch.ones(num_tokens, dtype=torch.bool, device=device)
         quality = sampled_quality(q, k, v, {"any": out}, {"any": lambda g, rows: everything.expand(len(rows), -1)},
