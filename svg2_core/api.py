@@ -15,7 +15,6 @@ import torch
 from .backends import ClusterPlan, resolve_backend
 from .config import SVG2Config
 from .kmeans import sample_initial_centroids
-from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense
 from .selection import select_blocks
 from .state import CentroidEntry, CentroidSignature, SVG2State
 
@@ -142,9 +141,6 @@ def _with_dense_labels(labels: torch.Tensor, dense_prefix: int, dense_suffix: in
 
 
 def _info(plan: ClusterPlan, batch: int, heads: int, backend_name: str) -> SVG2Info:
-    density = attention_density(block_sizes_with_dense(plan.q_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
-                                block_sizes_with_dense(plan.k_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
-                                block_mask_with_dense(plan.block_mask))
     prefix, suffix = plan.dense_prefix, plan.dense_suffix
     return SVG2Info(
         q_labels=_with_dense_labels(plan.q_labels, prefix, suffix).reshape(batch, heads, -1),
@@ -152,5 +148,5 @@ def _info(plan: ClusterPlan, batch: int, heads: int, backend_name: str) -> SVG2I
         q_cluster_sizes=plan.q_cluster_sizes.reshape(batch, heads, -1),
         k_cluster_sizes=plan.k_cluster_sizes.reshape(batch, heads, -1),
         block_mask=plan.block_mask.reshape(batch, heads, *plan.block_mask.shape[1:]),
-        density=density.reshape(batch, heads),
+        density=plan.density().reshape(batch, heads),
         backend=backend_name)

@@ -14,7 +14,7 @@ import torch
 
 from .attention_torch import block_sparse_attention_torch
 from .kmeans import KMeansResult, kmeans_torch
-from .layout import block_mask_with_dense, block_sizes_with_dense, cluster_order
+from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense, cluster_order
 
 log = logging.getLogger("svg2")
 
@@ -36,6 +36,12 @@ class ClusterPlan:
     block_mask: torch.Tensor
     dense_prefix: int
     dense_suffix: int
+
+    def density(self) -> torch.Tensor:
+        """Fraction of the N x N attention map this plan computes, dense tokens included: [G] fp32."""
+        return attention_density(block_sizes_with_dense(self.q_cluster_sizes, self.dense_prefix, self.dense_suffix),
+                                 block_sizes_with_dense(self.k_cluster_sizes, self.dense_prefix, self.dense_suffix),
+                                 block_mask_with_dense(self.block_mask))
 
 
 class Backend(Protocol):

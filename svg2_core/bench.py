@@ -185,7 +185,7 @@ def compare_with_sol_attn(rows: list[dict]) -> list[dict]:
 
 
 def run_shape(name: str, args, timer, device) -> dict:
-    from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense
+    from .layout import block_mask_with_dense
 
     batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[name]
     dtype = torch.bfloat16 if device.type == "cuda" or args.backend == "triton" else torch.float32
@@ -245,11 +245,13 @@ def run_shape(name: str, args, timer, device) -> dict:
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
     min_kept = max(1, math.floor(0.1 * args.k_clusters))
 
-    def mean_density(p):
+    def plan_at(p):
         mask = select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p, min_kept, scale)
-        return float(attention_density(block_sizes_with_dense(q_clusters.cluster_sizes, 0, dense_suffix),
-                                       block_sizes_with_dense(k_clusters.cluster_sizes, 0, dense_suffix),
-                                       block_mask_with_dense(mask)).mean())
+        return ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
+                           k_clusters.cluster_sizes, mask, 0, dense_suffix)
+
+    def mean_density(p):
+        return float(plan_at(p).density().mean())
 
     top_ps = list(args.top_p)
     for target in args.density or []:
@@ -258,13 +260,10 @@ def run_shape(name: str, args, timer, device) -> dict:
     for top_p in top_ps:
         def select(p=top_p):
             return select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
-                                 max(1, math.floor(0.1 * args.k_clusters)), scale)
-        block_mask = select()
-        plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
-                           k_clusters.cluster_sizes, block_mask, 0, dense_suffix)
-        density = attention_density(block_sizes_with_dense(plan.q_cluster_sizes, 0, dense_suffix),
-                                    block_sizes_with_dense(plan.k_cluster_sizes, 0, dense_suffix),
-                                    block_mask_with_dense(block_mask))
+                                 min_kept, scale)
+        plan = plan_at(top_p)
+        block_mask = plan.block_mask
+        density = plan.density()
         row = {"method": f"SVG2 top_p={top_p}", "density": float(density.mean()), "kmeans_warm2_ms": kmeans_ms,
                "block_map_ms": timer(select)}
         out = backend.sparse_attention(q, k, v, plan, scale)
@@ -287,8 +286,7 @@ def run_shape(name: str, args, timer, device) -> dict:
             def whole_call(p=top_p):
                 qc = backend.kmeans(q_points, q_warm_init, 2)
                 kc = backend.kmeans(k_points, k_warm_init, 2)
-                mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p,
-                                     max(1, math.floor(0.1 * args.k_clusters)), scale)
+                mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
                 return backend.sparse_attention(q, k, v, ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes,
                                                                       kc.cluster_sizes, mask, 0, dense_suffix), scale)
             row["total_ms"] = timer(whole_call)
@@ -297,7 +295,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         else:
             row["total_ms"] = timer(lambda: backend.sparse_attention(q, k, v, plan, scale)) + kmeans_ms
         base = positional_plan(q, k, density, scale)
-        base_density = attention_density(base.q_cluster_sizes, base.k_cluster_sizes, base.block_mask)
+        base_density = base.density()
         base_row = {"method": f"positional 128x64 blocks @ SVG2 top_p={top_p}", "density": float(base_density.mean())}
         base_out = backend.sparse_attention(q, k, v, base, scale)
         if backend.name == "triton":
