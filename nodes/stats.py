@@ -74,7 +74,7 @@ class RunStats:
 
     def summary(self) -> dict:
         """The `svg2.stats` payload (without the node id); reads every device value back once."""
-        densities = torch.stack([d.cpu() for d in self._densities]).tolist() if self._densities else []
+        densities = torch.stack(self._densities).tolist() if self._densities else []  # one device read
         per_cell: dict[tuple[int, int], list[float]] = {}
         for cell, density in zip(self._cells, densities):
             per_cell.setdefault(cell, []).append(density)
