@@ -270,15 +270,15 @@ def run_shape(name: str, args, timer, device) -> dict:
         if backend.name == "triton":
             launch = backend.plan_launch(plan, num_tokens, head_dim)
             row["plan_ms"] = timer(lambda: backend.plan_launch(plan, num_tokens, head_dim))
-            row["permute_ms"] = timer(lambda: gather_key_values(k, v, launch.k_rows))
-            k_sorted, v_sorted = gather_key_values(k, v, launch.k_rows)
+            row["permute_ms"] = (timer(lambda: gather_key_values(k, v, launch.k_rows))
+                                 if backend.config_for(head_dim).sorted_keys else 0.0)
             kernels = {}
             for candidate in backends:
                 candidate_launch = candidate.plan_launch(plan, num_tokens, head_dim)
-                config = candidate.config_for(head_dim)
-                label = config.label()
-                kernels[label] = timer(lambda c=candidate, cl=candidate_launch: c.run_launch(
-                    q, k_sorted, v_sorted, cl, scale))
+                k_source, v_source = candidate.key_source(k, v, candidate_launch)
+                label = candidate.config_for(head_dim).label()
+                kernels[label] = timer(lambda c=candidate, cl=candidate_launch, ks=k_source, vs=v_source: c.run_launch(
+                    q, ks, vs, cl, scale))
             row["kernel_ms_by_config"] = kernels
             row["kernel_ms"] = min(kernels.values())
             row["unpermute_ms"] = 0.0  # fused: the kernel stores each row at its original position
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cold-iters", type=int, default=50)
     parser.add_argument("--rows-per-head", type=int, default=256, help="sampled query rows for error / recall")
     parser.add_argument("--configs", nargs="*", default=[],
-                        help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-np] (AttentionConfig.parse); the first "
+                        help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-s] (AttentionConfig.parse); the first "
                              "runs the whole call, each one's kernel time is reported")
     parser.add_argument("--sol-tau", type=float, nargs="*", default=[0.5, 1.0, 2.0],
                         help="routing thresholds for comfy-kitchen's sol_attn, when it is importable")

@@ -65,15 +65,21 @@ class TritonBackend:
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
                             config.block_m, config.block_n, config.remainder_m)
 
-    def run_launch(self, q: torch.Tensor, k_sorted: torch.Tensor, v_sorted: torch.Tensor,
+    def key_source(self, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the kernel reads keys from: k, v themselves, or (config.sorted_keys) their cluster-sorted copies."""
+        if self.config_for(k.shape[-1]).sorted_keys:
+            return gather_key_values(k, v, launch.k_rows)
+        return k, v
+
+    def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                    launch: AttentionLaunch, scale: float) -> torch.Tensor:
-        """The "run" half: q [G, N, D] original order, k_sorted / v_sorted gathered with launch.k_rows."""
-        return sparse_attention(q, k_sorted, v_sorted, launch, scale, self.config_for(q.shape[-1]))
+        """The "run" half: q [G, N, D] original order, k / v from `key_source`."""
+        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]))
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
                          scale: float) -> torch.Tensor:
         """q, k, v: [G, N, D] in original order; returns [G, N, D] in q's dtype, original order."""
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         launch = self.plan_launch(plan, q.shape[1], q.shape[2])
-        k_sorted, v_sorted = gather_key_values(k, v, launch.k_rows)
-        return self.run_launch(q, k_sorted, v_sorted, launch, scale)
+        k_source, v_source = self.key_source(k, v, launch)
+        return self.run_launch(q, k_source, v_source, launch, scale)

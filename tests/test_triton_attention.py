@@ -7,7 +7,7 @@ from triton_helpers import DEVICE, element_mask, masked_attention, random_labels
 
 from svg2_core.backends import ClusterPlan, TorchBackend
 from svg2_core.triton_backend import TritonBackend
-from svg2_core.triton_kernels.attention import AttentionConfig
+from svg2_core.triton_kernels.attention import AttentionConfig, problems_per_chunk
 
 
 def _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, num_q_clusters, num_k_clusters, seed,
@@ -31,6 +31,7 @@ CASES = [
     (2, 160, 64, torch.bfloat16, 5, 17, 6, 24),
     (1, 192, 128, torch.bfloat16, 0, 40, 5, 40),
     (3, 96, 128, torch.float16, 9, 0, 4, 30),
+    (3, 160, 64, torch.bfloat16, 2, 3, 40, 24),  # the row table covers two problems, then one
 ]
 
 
@@ -51,6 +52,13 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
+def test_row_table_is_split_to_stay_within_the_size_of_q():
+    # 42 query blocks x 160 slots x 4 bytes per problem against 160 x 64 x 2 bytes of q per problem
+    assert problems_per_chunk(3, 42, 160, 64, 2) == 2
+    assert problems_per_chunk(3, 6, 160, 64, 2) == 3
+    assert problems_per_chunk(1, 500, 160, 64, 2) == 1
+
+
 def test_matches_the_reference_backend():
     q, k, v, plan = _problem(2, 128, 64, torch.float16, 3, 4, 5, 20, seed=1, density=0.5)
     out = TritonBackend().sparse_attention(q, k, v, plan, 0.125)
@@ -62,7 +70,7 @@ def test_matches_the_reference_backend():
 
 @pytest.mark.parametrize("config", [
     "16x16x4x1-r0",    # 16-slot key tiles, no remainder tiles
-    "16x16x4x1-r8-np",  # 8-row remainder tiles, key-tile metadata one iteration ahead
+    "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
