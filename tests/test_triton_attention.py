@@ -31,7 +31,7 @@ CASES = [
     (2, 160, 64, torch.bfloat16, 5, 17, 6, 24),
     (1, 192, 128, torch.bfloat16, 0, 40, 5, 40),
     (3, 96, 128, torch.float16, 9, 0, 4, 30),
-    (3, 160, 64, torch.bfloat16, 2, 3, 40, 24),  # the row table covers two problems, then one
+    (3, 192, 64, torch.bfloat16, 2, 3, 130, 24),  # 132 query blocks: the row table covers two problems, then one
 ]
 
 
@@ -52,9 +52,9 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
-def test_row_table_is_split_to_stay_within_the_size_of_q():
-    # 42 query blocks x 160 slots x 4 bytes per problem against 160 x 64 x 2 bytes of q per problem
-    assert problems_per_chunk(3, 42, 160, 64, 2) == 2
+def test_row_table_is_split_to_stay_within_the_size_of_qkv():
+    # 132 query blocks x 192 slots x 4 bytes per problem against 3 x 192 x 64 x 2 bytes of q, k, v
+    assert problems_per_chunk(3, 132, 192, 64, 2) == 2
     assert problems_per_chunk(3, 6, 160, 64, 2) == 3
     assert problems_per_chunk(1, 500, 160, 64, 2) == 1
 

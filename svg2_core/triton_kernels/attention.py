@@ -11,7 +11,7 @@ built once per query block by `_kv_rows_kernel` from the plan's per-tile block-s
 the block's tiles. The attention loop then only loads the next tile's rows (an affine load the pipeliner
 can run ahead) instead of decoding them per slot (measured on the H200: 87.8 -> ~71 ms on a contiguous
 30% layout at the Wan 14B shape). The table holds N slots per query block, so it is built and consumed for
-a few problems (batch x heads) at a time, keeping it within the size of q. By default the rows point into
+a few problems (batch x heads) at a time, keeping it within the size of q + k + v. By default the rows point into
 the original k / v (no sorted copy); `sorted_keys` gathers k / v into cluster order first.
 """
 from __future__ import annotations
@@ -228,11 +228,11 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
 
 def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, head_dim: int,
                        element_size: int) -> int:
-    """How many problems share one row table ([P, Bq, N] int32) so that it stays within the size of q
-    (at least one problem)."""
-    q_bytes_per_problem = num_tokens * head_dim * element_size
+    """How many problems share one row table ([P, Bq, N] int32) so that it stays within the size of
+    q + k + v (at least one problem): fewer, larger launches while a call's extra memory stays <= 2x q + k + v."""
+    qkv_bytes_per_problem = 3 * num_tokens * head_dim * element_size
     table_bytes_per_problem = num_q_blocks * num_tokens * 4
-    return max(1, min(num_problems, num_problems * q_bytes_per_problem // table_bytes_per_problem))
+    return max(1, min(num_problems, num_problems * qkv_bytes_per_problem // table_bytes_per_problem))
 
 
 def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
@@ -241,7 +241,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     their cluster-sorted copies (rows = launch.k_rows).
 
     All contiguous, one dtype (fp16/bf16); tiles come from `launch`, warps and stages from `config`.
-    Returns out [G, N, D] in q's dtype and original order. Extra memory: one row table of at most q's size.
+    Returns out [G, N, D] in q's dtype and original order. Extra memory: one row table, at most q + k + v.
     """
     num_problems, num_tokens, head_dim = q.shape
     out = torch.empty_like(q)
