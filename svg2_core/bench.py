@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cold-iters", type=int, default=50)
     parser.add_argument("--rows-per-head", type=int, default=256, help="sampled query rows for error / recall")
     parser.add_argument("--configs", nargs="*", default=[],
-                        help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-s] (AttentionConfig.parse); the first "
+                        help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u] (AttentionConfig.parse); the first "
                              "runs the whole call, each one's kernel time is reported")
     parser.add_argument("--sol-tau", type=float, nargs="*", default=[0.5, 1.0, 2.0],
                         help="routing thresholds for comfy-kitchen's sol_attn, when it is importable")

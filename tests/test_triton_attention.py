@@ -70,6 +70,7 @@ def test_matches_the_reference_backend():
 
 @pytest.mark.parametrize("config", [
     "16x16x4x1-r0",    # 16-slot key tiles, no remainder tiles
+    "16x16x4x1-r8-u",  # tiles launched in block order instead of longest first
     "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
 ])
@@ -83,3 +84,28 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     oracle = masked_attention(q, k, v, allowed, 0.125, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True), oracle)
     assert relative_error(out, oracle) <= 2 * torch_error
+
+
+def test_longest_first_reorders_tiles_without_losing_any():
+    from svg2_core.triton_kernels.plan import build_launch
+
+    _, _, _, plan = _problem(3, 192, 64, torch.float16, 4, 6, 9, 30, seed=5, density=0.4)
+    args = (plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes, plan.block_mask,
+            plan.dense_prefix, plan.dense_suffix, 192, 32, 32, 16)
+    in_order = build_launch(*args, longest_first=False)
+    longest = build_launch(*args, longest_first=True)
+    num_q_blocks = in_order.q_block_end.shape[1]
+    for tiles in (("q_tile_block", "q_tile_start"), ("rem_tile_block", "rem_tile_start")):
+        before = [getattr(in_order, name) for name in tiles]
+        after = [getattr(longest, name) for name in tiles]
+        for g in range(3):
+            pairs_before = sorted(zip(before[0][g].tolist(), before[1][g].tolist()))
+            pairs_after = [(b, s) for b, s in zip(after[0][g].tolist(), after[1][g].tolist())]
+            real_before = [p for p in pairs_before if p[0] < num_q_blocks]
+            real_after = [p for p in pairs_after if p[0] < num_q_blocks]
+            assert sorted(real_after) == real_before
+            # real tiles first, by their block's kept keys, longest first
+            assert all(p[0] < num_q_blocks for p in pairs_after[:len(real_after)])
+            work = [int(longest.kv_length[g, b]) for b, _ in real_after]
+            assert work == sorted(work, reverse=True)
+            assert len(set(work)) > 1  # the case really reorders something

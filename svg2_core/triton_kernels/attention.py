@@ -35,6 +35,7 @@ class AttentionConfig:
     remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
     tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
+    longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
     """
 
     block_m: int = 128
@@ -44,17 +45,20 @@ class AttentionConfig:
     remainder_m: int = 64
     remainder_warps: int = 4
     sorted_keys: bool = False
+    longest_first: bool = True
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy."""
+        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
         for option in options:
             if option == "s":
                 values["sorted_keys"] = True
+            elif option == "u":
+                values["longest_first"] = False
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -67,7 +71,7 @@ class AttentionConfig:
     def label(self) -> str:
         text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
         text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
-        return text + ("-s" if self.sorted_keys else "")
+        return text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
 
 
 def default_config(head_dim: int) -> AttentionConfig:

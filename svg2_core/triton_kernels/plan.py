@@ -78,15 +78,27 @@ def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     return inclusive - x
 
 
+def _longest_first(kv_length: torch.Tensor, tile_block: torch.Tensor, tile_start: torch.Tensor):
+    """Reorder tiles [G, T] (block Bq = no tile, sorted last) by their block's kv_length [G, Bq], descending;
+    stable, so tiles of one block keep their order and stay next to each other."""
+    num_q_blocks = kv_length.shape[1]
+    padded = torch.cat([kv_length, kv_length.new_full((kv_length.shape[0], 1), -1)], dim=1)
+    work = padded.gather(1, tile_block.long().clamp(max=num_q_blocks))
+    order = torch.sort(work, dim=1, descending=True, stable=True).indices
+    return tile_block.gather(1, order).contiguous(), tile_start.gather(1, order).contiguous()
+
+
 def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes: torch.Tensor,
                  k_cluster_sizes: torch.Tensor, block_mask: torch.Tensor, dense_prefix: int,
                  dense_suffix: int, num_tokens: int, block_m: int, block_n: int,
-                 remainder_m: int = 0) -> AttentionLaunch:
+                 remainder_m: int = 0, longest_first: bool = True) -> AttentionLaunch:
     """Turn a ClusterPlan's fields into kernel metadata.
 
     q_labels, k_labels: [G, Nc] int32; q_cluster_sizes [G, Cq], k_cluster_sizes [G, Ck] int32;
     block_mask [G, Cq, Ck] bool. Sizes are bounded by G x Bq x max(Bk, N / block_n) int32.
     remainder_m (0 or < block_m): a query block's last rows go to one remainder_m-row tile when they fit.
+    longest_first: order each problem's tiles by their block's kept keys, longest first (tiles of one block
+    stay adjacent), so that a launch does not end on a few long tiles while most of the GPU idles.
     """
     num_problems = q_labels.shape[0]
     num_q_clusters = q_cluster_sizes.shape[1]
@@ -154,8 +166,12 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
                                  device=device)
     kv_tile_starts.scatter_add_(-1, start_word, start_bit)
 
+    q_tile_start = q_tile_start.contiguous()
+    if longest_first:
+        q_tile_block, q_tile_start = _longest_first(kv_length, q_tile_block, q_tile_start)
+        rem_tile_block, rem_tile_start = _longest_first(kv_length, rem_tile_block, rem_tile_start)
     return AttentionLaunch(
-        q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start.contiguous(),
+        q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start,
         rem_tile_block=rem_tile_block, rem_tile_start=rem_tile_start, q_block_end=q_block_end,
         kv_length=kv_length, kv_row_shift=kv_row_shift,
         kv_tile_first=kv_tile_first.view(num_problems, num_q_blocks, num_kv_tiles),
