@@ -18,12 +18,13 @@ class ModelGeometry:
     """family: WAN or HUNYUAN_VIDEO; patch_size: (pt, ph, pw);
     text_position: None (no text in self-attention), "prefix" or "suffix" (joint text tokens);
     layer_offsets: block_type -> global index of that type's first block (HunyuanVideo: single blocks
-    follow the double blocks)."""
+    follow the double blocks); inner_dim: heads x head_dim of its self-attention (0 when unknown)."""
 
     family: str
     patch_size: tuple[int, int, int]
     text_position: str | None
     layer_offsets: dict
+    inner_dim: int = 0
 
     def video_tokens(self, latent_shape) -> int:
         """Tokens one `[B, C, T, H, W]` latent becomes (patch padding rounds up)."""
@@ -52,10 +53,28 @@ def geometry_of(diffusion_model) -> ModelGeometry | str:
     patch_size = tuple(int(p) for p in getattr(diffusion_model, "patch_size", ()) or ())
     if len(patch_size) != 3:
         return f"{type(diffusion_model).__name__} has no 3-D patch size (image model?)"
+    inner_dim = int(getattr(diffusion_model, "dim", 0) or getattr(diffusion_model, "hidden_size", 0) or 0)
     if family == WAN:
-        return ModelGeometry(WAN, patch_size, None, {})
+        return ModelGeometry(WAN, patch_size, None, {}, inner_dim)
     double_blocks = getattr(diffusion_model, "double_blocks", None) or []
     # ComfyUI 0.3.x concatenates [video, text] ("flipped"); later versions [text, video].
     text_last = bool(double_blocks) and getattr(double_blocks[0], "flipped_img_txt", False)
     return ModelGeometry(HUNYUAN_VIDEO, patch_size, "suffix" if text_last else "prefix",
-                         {"double": 0, "single": len(double_blocks)})
+                         {"double": 0, "single": len(double_blocks)}, inner_dim)
+
+
+# What one sparse call holds beyond dense attention, in units of q's size: contiguous q, k, v (3), the
+# kernel's key-row table (at most q + k + v, 3), minus nothing SDPA would not also hold.
+SVG2_EXTRA_ACTIVATIONS = 6
+
+
+def memory_usage_factor_increase(geometry: ModelGeometry) -> float:
+    """How much to add to a model's `memory_usage_factor` so that ComfyUI's `memory_required` (MiB per
+    latent element: dtype_size x 0.01 x factor) also counts SVG2's extra activations.
+
+    Per latent element a model has 1 / (pt x ph x pw) video tokens, each with inner_dim values per tensor
+    in the same dtype, so dtype_size cancels."""
+    if not geometry.inner_dim:
+        return 0.0
+    pt, ph, pw = geometry.patch_size
+    return SVG2_EXTRA_ACTIVATIONS * geometry.inner_dim / (pt * ph * pw * 0.01 * 1024 * 1024)

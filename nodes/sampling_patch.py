@@ -2,7 +2,9 @@
 
 APPLY_MODEL (once per forward): step from `sample_sigmas`, token geometry from the latent, CFG branch,
 written into that forward's `transformer_options` as a `ForwardContext`. OUTER_SAMPLE (once per
-sampling run): a fresh `RunState`, then the `svg2.stats` report in a `finally`.
+sampling run): a fresh `RunState` and, for the run, a `memory_usage_factor` raised by SVG2's extra
+activations (ComfyUI sizes weight offloading and cond batching with it); then the `svg2.stats` report
+and the factor restored in a `finally`.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 
 from ..svg2_core import SVG2Config
 from .attention_override import FORWARD_KEY, Schedule, SVG2AttentionOverride
-from .model_geometry import geometry_of
+from .model_geometry import geometry_of, memory_usage_factor_increase
 from .run_state import ForwardContext, RunState, log_once, step_index
 from .stats import publish, summary_text
 
@@ -59,11 +61,36 @@ class SVG2Patch:
 
     def outer_sample_wrapper(self, executor, *args, **kwargs):
         previous, self.run = self.run, RunState()
+        base_model = self._base_model(executor)
+        saved_factor = self._raise_memory_estimate(base_model)
         try:
             return executor(*args, **kwargs)
         finally:
+            if saved_factor is not None:
+                base_model.memory_usage_factor = saved_factor
             run, self.run = self.run, previous
             self._report(run)
+
+    @staticmethod
+    def _base_model(executor):
+        guider = getattr(executor, "class_obj", None)
+        return getattr(getattr(guider, "model_patcher", None), "model", None)
+
+    def _raise_memory_estimate(self, base_model):
+        """Add SVG2's extra activations to `base_model.memory_usage_factor`; returns the old value (None
+        when nothing was changed: no base model, or a model SVG2 does not serve)."""
+        factor = getattr(base_model, "memory_usage_factor", None)
+        diffusion_model = getattr(base_model, "diffusion_model", None)
+        if not isinstance(factor, (int, float)) or diffusion_model is None:
+            return None
+        geometry = self.geometry(diffusion_model)
+        if isinstance(geometry, str):
+            return None
+        increase = memory_usage_factor_increase(geometry)
+        if increase <= 0:
+            return None
+        base_model.memory_usage_factor = factor + increase
+        return factor
 
     def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
                             transformer_options=None, **kwargs):

@@ -168,3 +168,26 @@ def test_hunyuan_text_tokens_sit_where_this_comfyui_puts_them(comfyui, pack, loa
     geometry = pack.nodes.model_geometry.geometry_of(load_model("hunyuan_video").model.diffusion_model)
     major_minor = tuple(int(part) for part in comfyui_version.__version__.split(".")[:2])
     assert geometry.text_position == ("suffix" if major_minor < (0, 4) else "prefix")
+
+
+@pytest.mark.parametrize("name", ["wan21_t2v", "hunyuan_video"])
+def test_memory_estimate_is_raised_for_the_run_and_restored(comfyui, pack, load_model, name, monkeypatch):
+    patched = patch(pack, load_model(name))
+    base_model = patched.model
+    before = base_model.memory_usage_factor
+    seen = []
+    original = type(base_model).memory_required
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.memory_usage_factor)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(base_model), "memory_required", recording)
+    sample(comfyui, patched, name, steps=1)
+    geometry = pack.nodes.model_geometry.geometry_of(base_model.diffusion_model)
+    increase = pack.nodes.model_geometry.memory_usage_factor_increase(geometry)
+    assert increase > 0
+    assert seen and all(factor == pytest.approx(before + increase) for factor in seen)
+    assert base_model.memory_usage_factor == before
+    sample(comfyui, load_model(name), name, steps=1)  # the unpatched model: its own estimate
+    assert seen[-1] == before
