@@ -1,4 +1,4 @@
-"""Variable-block sparse flash attention (forward) over cluster-sorted keys.
+"""Variable-block sparse flash attention (forward) over the kept key clusters of each query cluster.
 
 Each program owns one query tile (BLOCK_M rows of one query block) and streams the keys of that block's
 kept key blocks, packed back to back so that small key clusters share BLOCK_N-wide tiles. A query block is
@@ -9,10 +9,11 @@ scattered through `q_rows`).
 The keys of a query block are read through a row table (`kv_rows`: the k / v row of every packed slot),
 built once per query block by `_kv_rows_kernel` from the plan's per-tile block-start masks and shared by
 the block's tiles. The attention loop then only loads the next tile's rows (an affine load the pipeliner
-can run ahead) instead of decoding them per slot (measured on the H200: 87.8 -> ~71 ms on a contiguous
-30% layout at the Wan 14B shape). The table holds N slots per query block, so it is built and consumed for
-a few problems (batch x heads) at a time, keeping it within the size of q + k + v. By default the rows point into
-the original k / v (no sorted copy); `sorted_keys` gathers k / v into cluster order first.
+can run ahead) instead of decoding them per slot (measured on the H200 at the Wan 14B shape, 30% of the
+keys in one contiguous layout: 87.8 -> 74.4 ms, BENCHMARKS.md session 2). The table holds N slots per
+query block, so it is built and consumed for a few problems (batch x heads) at a time, keeping it within
+the size of q + k + v. By default the rows point into the original k / v (no sorted copy);
+`sorted_keys` gathers k / v into cluster order first.
 """
 from __future__ import annotations
 
