@@ -63,9 +63,9 @@ def geometry_of(diffusion_model) -> ModelGeometry | str:
                          {"double": 0, "single": len(double_blocks)}, inner_dim)
 
 
-# What one sparse call holds beyond dense attention, in units of q's size: contiguous q, k, v (3), the
-# kernel's key-row table (at most q + k + v, 3), minus nothing SDPA would not also hold.
-SVG2_EXTRA_ACTIVATIONS = 6
+# What one sparse call holds beyond dense attention, in units of q's size: the kernel's key-row table
+# (at most q + k + v, 3). q, k, v are read in place and the output takes the place of dense attention's.
+SVG2_EXTRA_ACTIVATIONS = 3
 
 
 def memory_usage_factor_increase(geometry: ModelGeometry) -> float:

@@ -15,6 +15,7 @@ import torch
 from .backends import ClusterPlan, resolve_backend
 from .config import SVG2Config
 from .kmeans import sample_initial_centroids
+from .problems import as_problems
 from .selection import select_blocks
 from .state import CentroidEntry, CentroidSignature, SVG2State
 
@@ -78,8 +79,8 @@ def _check_finite(q, k, v) -> None:
 
 
 def _clustered(x: torch.Tensor, dense_prefix: int, dense_suffix: int) -> torch.Tensor:
-    """x: [G, N, D] -> the clustered span [G, Nc, D], a view (rows stay contiguous)."""
-    return x[:, dense_prefix:x.shape[1] - dense_suffix]
+    """x: [B, H, N, D] -> the clustered span [B, H, Nc, D], a view."""
+    return x[:, :, dense_prefix:x.shape[2] - dense_suffix]
 
 
 def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SVG2Config, *,
@@ -89,7 +90,8 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     """SVG2 sparse attention.
 
     q, k, v: [B, H, N, D] (post-RoPE), float32 / float16 / bfloat16, one device.
-    Returns out [B, H, N, D] in q's dtype and device, or (out, SVG2Info) with return_info=True.
+    Returns out [B, H, N, D] in q's dtype and device (with q's strides when q is a dense tensor, so a
+    transposed view of [B, N, H * D] gets one back), or (out, SVG2Info) with return_info=True.
     state / cache_key: centroid cache; without a cached entry k-means runs `kmeans_init_iters` from
     random distinct seeds, with one it runs `kmeans_iters` from the cached centroids.
     backend: "torch" (reference), "triton" (fast path, ValueError if it cannot serve the call), "auto".
@@ -100,12 +102,13 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
         _check_finite(q, k, v)
     batch, heads, num_tokens, head_dim = q.shape
     num_problems = batch * heads
-    # one copy at most (ComfyUI hands over transposed views); everything after this is a view
-    q, k, v = (x.contiguous().view(num_problems, num_tokens, head_dim) for x in (q, k, v))
+    # read in place: the kernels take any strides (ComfyUI hands over transposed views), so no copy of
+    # q, k or v unless a last dim is not contiguous (svg2_core.problems)
+    q, k, v = as_problems(q), as_problems(k), as_problems(v)
     q_points = _clustered(q, dense_prefix, dense_suffix)
     k_points = _clustered(k, dense_prefix, dense_suffix)
 
-    signature = CentroidSignature(batch, heads, q_points.shape[1], head_dim, config.num_q_clusters,
+    signature = CentroidSignature(batch, heads, q_points.shape[2], head_dim, config.num_q_clusters,
                                   config.num_k_clusters, str(q.device))
     cached = state.lookup(cache_key, signature) if state is not None else None
     if cached is None:
@@ -130,7 +133,7 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
                                config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
-    out = runner.sparse_attention(q, k, v, plan, scale).view(batch, heads, num_tokens, head_dim)
+    out = runner.sparse_attention(q, k, v, plan, scale)
     if not return_info:
         return out
     return out, _info(plan, batch, heads, runner.name)

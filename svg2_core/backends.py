@@ -14,6 +14,7 @@ import torch
 
 from .attention_torch import block_sparse_attention_torch
 from .kmeans import KMeansResult, kmeans_torch
+from .problems import flat_problems
 from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense, cluster_order
 
 log = logging.getLogger("svg2")
@@ -49,10 +50,12 @@ class Backend(Protocol):
 
     def unsupported_reason(self, q: torch.Tensor) -> str | None: ...
 
-    def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult: ...
+    def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
+        """points: [G, N, D] or [B, H, N, D] -> labels [G, N], centroids [G, C, D], sizes [G, C]."""
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
-                         scale: float) -> torch.Tensor: ...
+                         scale: float) -> torch.Tensor:
+        """q, k, v: [G, N, D] or [B, H, N, D] in original order -> out in q's shape and dtype."""
 
 
 class TorchBackend:
@@ -64,11 +67,14 @@ class TorchBackend:
         return None
 
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
-        return kmeans_torch(points, init_centroids, iterations)
+        """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]."""
+        return kmeans_torch(flat_problems(points), init_centroids, iterations)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
                          scale: float) -> torch.Tensor:
-        """q, k, v: [G, N, D] in original order; returns [G, N, D] in q's dtype, original order."""
+        """q, k, v: [G, N, D] or [B, H, N, D] in original order; returns q's shape in q's dtype, original order."""
+        shape = q.shape
+        q, k, v = flat_problems(q), flat_problems(k), flat_problems(v)
         head_dim = q.shape[-1]
         q_order = cluster_order(plan.q_labels, plan.dense_prefix, plan.dense_suffix)
         k_order = cluster_order(plan.k_labels, plan.dense_prefix, plan.dense_suffix)
@@ -80,7 +86,7 @@ class TorchBackend:
             block_sizes_with_dense(plan.k_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
             block_mask_with_dense(plan.block_mask), scale)
         out = torch.empty_like(out_permuted).scatter_(1, gather_q, out_permuted)
-        return out.to(q.dtype)
+        return out.to(q.dtype).view(shape)
 
 
 _BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}

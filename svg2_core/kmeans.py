@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .problems import problem_rows
+
 # Rows of points per distance block in the reference: bounds the [rows, C] distance matrix.
 _ASSIGN_CHUNK_ELEMENTS = 1 << 24
 
@@ -27,11 +29,15 @@ class KMeansResult:
 def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:
     """Cold start: `num_clusters` distinct points per problem, chosen uniformly at random.
 
-    points: [G, N, D] with N >= num_clusters; returns [G, C, D] fp32.
+    points: [G, N, D] or [B, H, N, D] (G = B x H) with N >= num_clusters; returns [G, C, D] fp32.
     """
-    num_problems, num_points, head_dim = points.shape
+    num_problems, num_points, head_dim = problem_rows(points)
     random_scores = torch.rand(num_problems, num_points, generator=generator, device=points.device)
     seed_index = random_scores.topk(num_clusters, dim=1).indices
+    if points.ndim == 4:  # index in place: reshaping a transposed view would copy all of it
+        problem = torch.arange(num_problems, device=points.device).unsqueeze(1)
+        heads = points.shape[1]
+        return points[problem // heads, problem % heads, seed_index].float()
     seeds = points.gather(1, seed_index.unsqueeze(-1).expand(-1, -1, head_dim))
     return seeds.float()
 

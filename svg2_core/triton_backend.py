@@ -1,6 +1,7 @@
 """The "triton" backend: Triton k-means, GPU-built launch metadata and the variable-block sparse kernel.
 
-Same contract as the reference (svg2_core.backends): points / q, k, v are `[G, N, D]`, G = batch x heads.
+Same contract as the reference (svg2_core.backends): points / q, k, v are `[B, H, N, D]` or `[G, N, D]`,
+G = batch x heads, read in place whatever their strides (last dim contiguous; svg2_core.problems).
 Nothing in a call reads back from the device, so a call can be captured in a CUDA graph.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .kmeans import KMeansResult
+from .problems import as_problems, flat_problems
 from .triton_kernels import interpreting
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
@@ -41,9 +43,8 @@ class TritonBackend:
         return None
 
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
-        """points: [G, N, D] (rows contiguous); init_centroids: [G, C, D]; `iterations` Lloyd steps."""
-        if points.stride(-1) != 1:
-            points = points.contiguous()
+        """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]; `iterations` Lloyd steps."""
+        points = as_problems(points)
         centroids = init_centroids.float().contiguous()
         num_clusters = centroids.shape[1]
         for _ in range(iterations):
@@ -66,20 +67,23 @@ class TritonBackend:
                             config.block_m, config.block_n, config.remainder_m, config.longest_first)
 
     def key_source(self, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the kernel reads keys from: k, v themselves, or (config.sorted_keys) their cluster-sorted copies."""
+        """What the kernel reads keys from: k, v themselves, or (config.sorted_keys) cluster-sorted copies."""
         if self.config_for(k.shape[-1]).sorted_keys:
-            return gather_key_values(k, v, launch.k_rows)
+            k_sorted, v_sorted = gather_key_values(flat_problems(k).contiguous(), flat_problems(v).contiguous(),
+                                                   launch.k_rows)
+            return k_sorted.view(k.shape), v_sorted.view(v.shape)
         return k, v
 
     def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                    launch: AttentionLaunch, scale: float) -> torch.Tensor:
-        """The "run" half: q [G, N, D] original order, k / v from `key_source`."""
+        """The "run" half: q in original order, k / v from `key_source`."""
         return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]))
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
                          scale: float) -> torch.Tensor:
-        """q, k, v: [G, N, D] in original order; returns [G, N, D] in q's dtype, original order."""
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        launch = self.plan_launch(plan, q.shape[1], q.shape[2])
+        """q, k, v: [G, N, D] or [B, H, N, D] in original order, read in place; returns q's shape and dtype,
+        original order, q's strides when q is dense."""
+        q, k, v = as_problems(q), as_problems(k), as_problems(v)
+        launch = self.plan_launch(plan, q.shape[-2], q.shape[-1])
         k_source, v_source = self.key_source(k, v, launch)
         return self.run_launch(q, k_source, v_source, launch, scale)

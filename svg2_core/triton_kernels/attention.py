@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 from .plan import AttentionLaunch
 
@@ -171,7 +172,9 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr):
 @triton.jit
 def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_block_ptr, tile_start_ptr,
                              q_block_end_ptr, kv_length_ptr, kv_rows_ptr, first_problem, num_tokens,
-                             num_q_blocks, num_tiles, qk_scale,
+                             num_q_blocks, num_tiles, qk_scale, heads,
+                             q_stride_b, q_stride_h, q_stride_n, kv_stride_b, kv_stride_h, kv_stride_n,
+                             out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              UPCAST: tl.constexpr):
     tile = tl.program_id(0)
@@ -187,17 +190,21 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
     offs_m = tile_start + tl.arange(0, BLOCK_M)
     row_ok = offs_m < block_end
     problem_row = problem.to(tl.int64) * num_tokens
-    q_rows = tl.load(q_rows_ptr + problem_row + offs_m, mask=row_ok, other=0).to(tl.int64)
-    q_offsets = q_rows[:, None] * HEAD_DIM + dims[None, :]
-    q = tl.load(q_ptr + q_offsets, mask=row_ok[:, None], other=0.0)
+    batch_index = problem.to(tl.int64) // heads
+    head_index = problem.to(tl.int64) % heads
+    # tokens (within the problem) of this tile's query rows; q and out are read / written in place
+    q_tokens = tl.load(q_rows_ptr + problem_row + offs_m, mask=row_ok, other=0).to(tl.int64) - problem_row
+    q_tokens = tl.where(row_ok, q_tokens, 0)
+    q_base = q_ptr + batch_index * q_stride_b + head_index * q_stride_h
+    q = tl.load(q_base + q_tokens[:, None] * q_stride_n + dims[None, :], mask=row_ok[:, None], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
 
     kv_length = tl.load(kv_length_ptr + block_slot)
     rows_base = kv_rows_ptr + (local_problem * num_q_blocks + q_block).to(tl.int64) * num_tokens
-    # one 64-bit base per problem; offsets inside it are int32 (N * D < 2^31), shared by k and v
-    k_base = k_ptr + problem_row * HEAD_DIM
-    v_base = v_ptr + problem_row * HEAD_DIM
+    # one 64-bit base per problem; offsets inside it are int32 (N x token stride < 2^31), shared by k and v
+    k_base = k_ptr + batch_index * kv_stride_b + head_index * kv_stride_h
+    v_base = v_ptr + batch_index * kv_stride_b + head_index * kv_stride_h
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -207,7 +214,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
     rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
     full_end = (kv_length // BLOCK_N) * BLOCK_N
     for key_start in range(0, full_end, BLOCK_N):
-        key_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
+        key_offsets = rows[:, None] * kv_stride_n + dims[None, :]
         k = tl.load(k_base + key_offsets)
         v = tl.load(v_base + key_offsets)
         next_slots = key_start + BLOCK_N + within
@@ -218,7 +225,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
         m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
-        key_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
+        key_offsets = rows[:, None] * kv_stride_n + dims[None, :]
         k = tl.load(k_base + key_offsets)
         v = tl.load(v_base + key_offsets)
         if UPCAST:
@@ -228,7 +235,9 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
         m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(out_ptr + q_offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
+    tl.store(out_base + q_tokens[:, None] * out_stride_n + dims[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=row_ok[:, None])
 
 
 def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, head_dim: int,
@@ -242,14 +251,21 @@ def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, he
 
 def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                      launch: AttentionLaunch, scale: float, config: AttentionConfig) -> torch.Tensor:
-    """q: [G, N, D] original order; k_source, v_source: [G, N, D], the original k, v, or (config.sorted_keys)
-    their cluster-sorted copies (rows = launch.k_rows).
+    """q: [G, N, D] or [B, H, N, D] in original order; k_source, v_source: the same shape, the original k, v
+    or (config.sorted_keys) their cluster-sorted copies (rows = launch.k_rows). All read in place (any
+    strides, last dim contiguous; svg2_core.problems), one dtype (fp16/bf16).
 
-    All contiguous, one dtype (fp16/bf16); tiles come from `launch`, warps and stages from `config`.
-    Returns out [G, N, D] in q's dtype and original order. Extra memory: one row table, at most q + k + v.
+    Tiles come from `launch`, warps and stages from `config`. Returns out in q's shape, dtype, original
+    order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v.
     """
-    num_problems, num_tokens, head_dim = q.shape
+    num_problems, num_tokens, head_dim = problem_rows(q)
+    if k_source.stride() != v_source.stride() or num_tokens * ProblemStrides.of(k_source).token >= 2 ** 31:
+        k_source, v_source = k_source.contiguous(), v_source.contiguous()
+    q_strides, kv_strides = ProblemStrides.of(q), ProblemStrides.of(k_source)
+    if kv_strides.heads != q_strides.heads:
+        raise ValueError(f"k / v {tuple(k_source.shape)} and q {tuple(q.shape)} must have the same batch x heads layout")
     out = torch.empty_like(q)
+    out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
     num_k_blocks = launch.kv_row_shift.shape[2]
     num_kv_tiles = launch.kv_tile_first.shape[2]
@@ -270,6 +286,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
             _sparse_attention_kernel[(num_tiles, problems)](
                 q, k_source, v_source, out, launch.q_rows, tile_block, tile_start, launch.q_block_end,
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
+                q_strides.heads, *q_strides.args()[1:], *kv_strides.args()[1:], *out_strides.args()[1:],
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, UPCAST=interpreting(),
                 num_warps=warps, num_stages=config.num_stages)
     return out

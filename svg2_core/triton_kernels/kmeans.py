@@ -1,7 +1,8 @@
 """k-means kernels: fused nearest-centroid assignment (distances never materialised) and a centroid
 update that sums each cluster's members through the label sort, with no atomics.
 
-points: [G, N, D] fp16/bf16 (rows contiguous), centroids: [G, C, D] fp32, labels: [G, N] int32.
+points: [G, N, D] or [B, H, N, D] fp16/bf16, read in place (svg2_core.problems: any strides, last dim
+contiguous); centroids: [G, C, D] fp32, labels: [G, N] int32.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 
 
@@ -24,7 +26,7 @@ def _assign_configs():
 @triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"])
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
-                   num_points, num_clusters, stride_pg, stride_pn,
+                   num_points, num_clusters, heads, stride_pb, stride_ph, stride_pn,
                    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     tile = tl.program_id(0)
@@ -32,7 +34,8 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, HEAD_DIM)
     row_ok = rows < num_points
-    x = tl.load(points_ptr + problem * stride_pg + rows[:, None].to(tl.int64) * stride_pn + dims[None, :],
+    problem_base = (problem // heads) * stride_pb + (problem % heads) * stride_ph
+    x = tl.load(points_ptr + problem_base + rows[:, None].to(tl.int64) * stride_pn + dims[None, :],
                 mask=row_ok[:, None], other=0.0)
     if UPCAST:
         x = x.to(tl.float32)
@@ -59,7 +62,8 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
 
 @triton.jit
 def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centroids_ptr,
-                   centroids_ptr, cluster_sizes_ptr, num_points, num_clusters, stride_pg, stride_pn,
+                   centroids_ptr, cluster_sizes_ptr, num_points, num_clusters, heads, stride_pb, stride_ph,
+                   stride_pn,
                    HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr):
     cluster = tl.program_id(0)
     problem = tl.program_id(1)
@@ -73,7 +77,9 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
         member = base + tl.arange(0, BLOCK_R)
         member_ok = member < end
         flat = tl.load(sorted_points_ptr + member, mask=member_ok, other=0).to(tl.int64)
-        offset = (flat // num_points) * stride_pg + (flat % num_points) * stride_pn
+        point_problem = flat // num_points
+        offset = ((point_problem // heads) * stride_pb + (point_problem % heads) * stride_ph
+                  + (flat % num_points) * stride_pn)
         x = tl.load(points_ptr + offset[:, None] + dims[None, :], mask=member_ok[:, None], other=0.0)
         total += x.to(tl.float32)
     count = end - begin
@@ -84,12 +90,13 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
 
 
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid per point. points: [G, N, D] (last dim contiguous); centroids: [G, C, D] fp32.
+    """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
+    centroids: [G, C, D] fp32.
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
     """
-    num_problems, num_points, head_dim = points.shape
+    num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
     centroid_sq_norms = centroids.square().sum(-1).contiguous()
     centroids_low = (centroids * -2.0).to(points.dtype).contiguous()
@@ -99,7 +106,7 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Te
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
     _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         points.stride(0), points.stride(1), HEAD_DIM=head_dim, UPCAST=interpreting())
+                         *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting())
     return labels
 
 
@@ -120,15 +127,16 @@ def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_
                      old_centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each cluster's members (old centroid where empty), from `sort_by_label`'s output.
 
-    points: [G, N, D]; old_centroids: [G, C, D] fp32. Returns (centroids [G, C, D] fp32, sizes [G, C] int32).
+    points: [G, N, D] or [B, H, N, D] (last dim contiguous); old_centroids: [G, C, D] fp32.
+    Returns (centroids [G, C, D] fp32, sizes [G, C] int32).
     """
-    num_problems, num_points, head_dim = points.shape
+    num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = old_centroids.shape[1]
     old_centroids = old_centroids.contiguous()
     centroids = torch.empty_like(old_centroids)
     cluster_sizes = torch.empty(num_problems, num_clusters, dtype=torch.int32, device=points.device)
     _update_kernel[(num_clusters, num_problems)](
         points, sorted_points, cluster_offsets, old_centroids, centroids, cluster_sizes,
-        num_points, num_clusters, points.stride(0), points.stride(1),
+        num_points, num_clusters, *ProblemStrides.of(points).args(),
         HEAD_DIM=head_dim, BLOCK_R=32, num_warps=4)
     return centroids, cluster_sizes

@@ -92,14 +92,14 @@ def test_geometry_of_wan_hunyuan_and_others():
     assert reason == "LTXVModel is not a Wan or HunyuanVideo model"
 
 
-def test_memory_estimate_increase_counts_six_activation_copies_per_video_token():
+def test_memory_estimate_increase_counts_three_activations_per_video_token():
     wan14b = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2), dim=5120))
     hunyuan = geometry_module.geometry_of(_fake_model("comfy.ldm.hunyuan_video.model", patch_size=[1, 2, 2],
                                                       hidden_size=3072, double_blocks=[object()] * 2))
     assert (wan14b.inner_dim, hunyuan.inner_dim) == (5120, 3072)
-    # MiB per latent element: 6 tensors x 5120 values per token / 4 latent elements per token, over
-    # ComfyUI's dtype_size x 0.01 MiB per unit of memory_usage_factor (dtype_size cancels)
-    expected = 6 * 5120 / 4 / (0.01 * 1024 * 1024)
+    # MiB per latent element: the row table's 3 q-sized activations x 5120 values per token / 4 latent
+    # elements per token, over ComfyUI's dtype_size x 0.01 MiB per unit of memory_usage_factor
+    expected = 3 * 5120 / 4 / (0.01 * 1024 * 1024)
     assert geometry_module.memory_usage_factor_increase(wan14b) == pytest.approx(expected)
     assert geometry_module.memory_usage_factor_increase(hunyuan) == pytest.approx(expected * 3072 / 5120)
     unknown = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2)))

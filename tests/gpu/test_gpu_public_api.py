@@ -57,3 +57,21 @@ def test_warm_public_call_replays_in_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, expected)
+
+
+def test_node_layout_call_makes_no_copies_of_q_k_v():
+    """Extra memory of a warm call on the node's layout: the output (1/3 of q + k + v), the row table
+    (here 50 query blocks x 4 bytes per token: 0.26 x q + k + v) and small metadata, ~0.6 x q + k + v;
+    copying q, k and v into [G, N, D] would add another full q + k + v."""
+    q, k, v = _node_layout_inputs()
+    state = SVG2State()
+    svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    qkv_bytes = 3 * q.numel() * q.element_size()
+    assert out.stride() == q.stride()
+    assert extra <= 1.5 * qkv_bytes, f"extra {extra / qkv_bytes:.2f} x q + k + v"
