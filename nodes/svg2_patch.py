@@ -43,7 +43,7 @@ ADVANCED_WIDGETS = {
                      "the first sparse step runs 50 from scratch)."),
     "min_tokens": ("INT", 8192, 0, 10_000_000, 1,
                    "Calls with fewer tokens stay dense. Measured on an H200 at 30% density: 1.4x faster "
-                   "attention at 32,760 tokens (Wan 480p, 81 frames), 2.15x at 75,600 (720p); shorter "
+                   "attention at 32,760 tokens (Wan 480p, 81 frames), 2.2x at 75,600 (720p); shorter "
                    "sequences gain less or lose time."),
 }
 BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
