@@ -36,7 +36,7 @@ from svg2_core.selection import select_blocks  # noqa: E402
 from svg2_core.synthetic import MODEL_SHAPES, structured_qkv  # noqa: E402
 from svg2_core.triton_backend import TritonBackend  # noqa: E402
 from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
-from svg2_core.triton_kernels.attention import AttentionConfig  # noqa: E402
+from svg2_core.triton_kernels.attention import AttentionConfig, _attend  # noqa: E402
 
 LOG2_E = 1.4426950408889634
 
@@ -70,6 +70,7 @@ def _slice_kernel(q_ptr, k_ptr, v_ptr, out_ptr, rows_ptr, chunk_ptr, q_desc, k_d
     k_problem = k_ptr + key_base.to(tl.int64) * HEAD_DIM
     v_problem = v_ptr + key_base.to(tl.int64) * HEAD_DIM
     within = tl.arange(0, BLOCK_N)
+    valid = within < BLOCK_N  # every slot, unless MODE 5 masks a chunk's invalid rows
     next_rows = tl.load(rows_ptr + key_base + within)
     for start in tl.range(0, kv_length, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         if MODE == 2:
@@ -97,18 +98,16 @@ def _slice_kernel(q_ptr, k_ptr, v_ptr, out_ptr, rows_ptr, chunk_ptr, q_desc, k_d
             offsets = rows.to(tl.int64)[:, None] * HEAD_DIM + dims[None, :]
             k = tl.load(k_ptr + offsets)
             v = tl.load(v_ptr + offsets)
-        scores = tl.dot(q, tl.trans(k))
-        if MODE == 5:
-            scores = tl.where(valid[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)
-        p = tl.math.exp2(scores * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if FUSED_ACC:
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        if FUSED_ACC:  # the production kernel's step (MODE 5 masks the chunks' invalid rows)
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, valid, MODE == 5)
         else:
+            scores = tl.dot(q, tl.trans(k))
+            m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)
+            p = tl.math.exp2(scores * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+            m_i = m_new
     out = acc / l_i[:, None]
     tl.store(out_ptr + q_offsets, out.to(out_ptr.dtype.element_ty))
 
@@ -163,8 +162,7 @@ def _assign_running_min_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr,
 def assign_running_min(points, centroids, block_n, block_c, warps, stages):
     num_problems, num_points, _ = points.shape
     num_clusters = centroids.shape[1]
-    sq = centroids.square().sum(-1).contiguous()
-    low = (centroids * -2.0).to(points.dtype).contiguous()
+    low, sq = kmeans_kernels.assign_operands(centroids, points.dtype)
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
     _assign_running_min_kernel[(triton.cdiv(num_points, block_n), num_problems)](
         points, low, sq, labels, num_points, num_clusters, HEAD_DIM=points.shape[-1], BLOCK_N=block_n,

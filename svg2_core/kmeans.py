@@ -31,15 +31,14 @@ def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator:
 
     points: [G, N, D] or [B, H, N, D] (G = B x H) with N >= num_clusters; returns [G, C, D] fp32.
     """
-    num_problems, num_points, head_dim = problem_rows(points)
+    num_problems, num_points, _ = problem_rows(points)
     random_scores = torch.rand(num_problems, num_points, generator=generator, device=points.device)
     seed_index = random_scores.topk(num_clusters, dim=1).indices
-    if points.ndim == 4:  # index in place: reshaping a transposed view would copy all of it
-        problem = torch.arange(num_problems, device=points.device).unsqueeze(1)
-        heads = points.shape[1]
-        return points[problem // heads, problem % heads, seed_index].float()
-    seeds = points.gather(1, seed_index.unsqueeze(-1).expand(-1, -1, head_dim))
-    return seeds.float()
+    # index in place ([G, N, D] as [1, G, N, D]): reshaping a transposed view would copy all of it
+    by_head = points if points.ndim == 4 else points.unsqueeze(0)
+    problem = torch.arange(num_problems, device=points.device).unsqueeze(1)
+    heads = by_head.shape[1]
+    return by_head[problem // heads, problem % heads, seed_index].float()
 
 
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

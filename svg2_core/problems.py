@@ -33,9 +33,14 @@ class ProblemStrides:
             return cls(heads=x.shape[1], batch=x.stride(0), head=x.stride(1), token=x.stride(2))
         raise ValueError(f"expected [B, H, N, D] or [G, N, D], got shape {tuple(x.shape)}")
 
+    @property
+    def strides(self) -> tuple[int, int, int]:
+        """(batch, head, token) element strides."""
+        return self.batch, self.head, self.token
+
     def args(self) -> tuple[int, int, int, int]:
         """(heads, batch, head, token): the order the kernels take them in."""
-        return self.heads, self.batch, self.head, self.token
+        return (self.heads, *self.strides)
 
 
 def as_problems(x: torch.Tensor) -> torch.Tensor:

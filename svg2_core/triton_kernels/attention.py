@@ -286,7 +286,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
             _sparse_attention_kernel[(num_tiles, problems)](
                 q, k_source, v_source, out, launch.q_rows, tile_block, tile_start, launch.q_block_end,
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
-                q_strides.heads, *q_strides.args()[1:], *kv_strides.args()[1:], *out_strides.args()[1:],
+                q_strides.heads, *q_strides.strides, *kv_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, UPCAST=interpreting(),
                 num_warps=warps, num_stages=config.num_stages)
     return out

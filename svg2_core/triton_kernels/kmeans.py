@@ -89,6 +89,12 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
     tl.store(cluster_sizes_ptr + slot, count)
 
 
+def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an assign kernel streams: centroids [G, C, D] fp32 scaled by -2 (exact) in the points' dtype,
+    and their squared norms [G, C] fp32, so that ||c||^2 - 2 x.c orders centroids like the distance."""
+    return (centroids * -2.0).to(dtype).contiguous(), centroids.square().sum(-1).contiguous()
+
+
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32.
@@ -98,8 +104,7 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Te
     """
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
-    centroid_sq_norms = centroids.square().sum(-1).contiguous()
-    centroids_low = (centroids * -2.0).to(points.dtype).contiguous()
+    centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype)
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
 
     def grid(meta):
