@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--top-p", type=float, default=0.3)
     parser.add_argument("--inputs", nargs="+", default=["flat", "structured"])
+    parser.add_argument("--row-limit", type=int, default=14, help="CUDA kernels listed per profile")
     args = parser.parse_args()
     _, heads, grid, head_dim, _ = MODEL_SHAPES[args.shape]
     config = SVG2Config(top_p=args.top_p)
@@ -63,7 +64,7 @@ def main() -> int:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
             call()
             torch.cuda.synchronize()
-        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=args.row_limit, max_name_column_width=60))
     return 0
 
 

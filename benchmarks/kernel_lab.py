@@ -129,47 +129,6 @@ def slice_attention(q, k, v, kv_length, rows, chunks, mode, block_m, block_n, wa
     return out, compiled
 
 
-@triton.jit
-def _assign_running_min_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr, num_points,
-                               num_clusters, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Like kmeans._assign_kernel (points [G, N, D] contiguous) but the minimum is kept per (row, column of
-    the centroid tile) and reduced once at the end; ties go to the lowest centroid index."""
-    tile = tl.program_id(0)
-    problem = tl.program_id(1).to(tl.int64)
-    rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, HEAD_DIM)
-    row_ok = rows < num_points
-    x = tl.load(points_ptr + (problem * num_points + rows[:, None]) * HEAD_DIM + dims[None, :],
-                mask=row_ok[:, None], other=0.0)
-    centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
-    norm_base = centroid_sq_norms_ptr + problem * num_clusters
-    best = tl.full([BLOCK_N, BLOCK_C], float("inf"), tl.float32)
-    best_start = tl.zeros([BLOCK_N, BLOCK_C], tl.int32)
-    for start in range(0, num_clusters, BLOCK_C):
-        cols = start + tl.arange(0, BLOCK_C)
-        col_ok = cols < num_clusters
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
-        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
-        distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
-        better = distances < best
-        best = tl.where(better, distances, best)
-        best_start = tl.where(better, start, best_start)
-    row_best = tl.min(best, axis=1)
-    candidate = tl.where(best == row_best[:, None], best_start + tl.arange(0, BLOCK_C)[None, :], num_clusters)
-    tl.store(labels_ptr + problem * num_points + rows, tl.min(candidate, axis=1), mask=row_ok)
-
-
-def assign_running_min(points, centroids, block_n, block_c, warps, stages):
-    num_problems, num_points, _ = points.shape
-    num_clusters = centroids.shape[1]
-    low, sq = kmeans_kernels.assign_operands(centroids, points.dtype)
-    labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
-    _assign_running_min_kernel[(triton.cdiv(num_points, block_n), num_problems)](
-        points, low, sq, labels, num_points, num_clusters, HEAD_DIM=points.shape[-1], BLOCK_N=block_n,
-        BLOCK_C=block_c, num_warps=warps, num_stages=stages)
-    return labels
-
-
 def identity_plan(num_problems, num_tokens, kv_length, device):
     """128-token query blocks; key block 0 = the first kv_length tokens (kept), block 1 = the rest (dropped)."""
     positions = torch.arange(num_tokens, device=device)
@@ -268,7 +227,7 @@ def main(argv=None):
     clustered = slice(0, num_tokens - dense_suffix)
     q_points, k_points = q[:, clustered], k[:, clustered]
     generator = torch.Generator(device=device).manual_seed(0)
-    backend = TritonBackend(configs[0])
+    backend = TritonBackend(configs[0] if configs else None)
     q_cold = backend.kmeans(q_points, sample_initial_centroids(q_points, 300, generator), 50)
     k_cold = backend.kmeans(k_points, sample_initial_centroids(k_points, 1000, generator), 50)
     q_clusters = backend.kmeans(q_points, q_cold.centroids, 2)
@@ -298,16 +257,9 @@ def main(argv=None):
     # -- k-means stages --
     for name, points, centroids in (("q 300", q_points, q_cold.centroids), ("k 1000", k_points, k_cold.centroids)):
         labels = kmeans_kernels.assign_to_nearest(points, centroids)
-        report(f"assign {name} (production, autotuned)", bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids)))
-        for bn, bc, warps, stages in ((256, 64, 8, 3), (128, 64, 8, 3), (128, 128, 8, 3), (256, 32, 8, 3),
-                                      (128, 64, 4, 3), (256, 64, 8, 4)):
-            try:
-                variant = assign_running_min(points, centroids, bn, bc, warps, stages)
-                agreement = float((variant == labels).float().mean())
-                ms = bench(lambda: assign_running_min(points, centroids, bn, bc, warps, stages))
-                report(f"assign {name} running-min {bn}x{bc}x{warps}x{stages}", ms, same_labels=agreement)
-            except Exception as error:
-                print(f"assign running-min {bn}x{bc} failed: {error}"[:200], flush=True)
+        flops = 2.0 * points.shape[0] * points.shape[1] * centroids.shape[1] * points.shape[2]
+        ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids))
+        report(f"assign {name} (production, autotuned)", ms, tflops=flops / ms / 1e9)
         sorted_points, offsets = kmeans_kernels.sort_by_label(labels, centroids.shape[1])
         report(f"sort {name} (production: flat int32 keys)", bench(lambda: kmeans_kernels.sort_by_label(labels, centroids.shape[1])))
         report(f"sort {name}: torch.sort(labels, dim=1, stable)", bench(lambda: torch.sort(labels, dim=1, stable=True)))
@@ -316,6 +268,10 @@ def main(argv=None):
         flat_keys = (labels + torch.arange(num_problems, device=device, dtype=torch.int32)[:, None] * centroids.shape[1]).view(-1)
         report(f"sort {name}: flat int32 keys, values only", bench(lambda: torch.sort(flat_keys)))
         report(f"update {name} (production)", bench(lambda: kmeans_kernels.update_centroids(points, sorted_points, offsets, centroids)))
+        for block_rows, warps in ((16, 2), (32, 2), (64, 4), (64, 8), (128, 8)):
+            report(f"update {name}: {block_rows} rows x {warps} warps",
+                   bench(lambda: kmeans_kernels.update_centroids(points, sorted_points, offsets, centroids,
+                                                                 block_rows, warps)))
     return _finish(results, args)
 
 

@@ -16,7 +16,6 @@ from .backends import ClusterPlan, resolve_backend
 from .config import SVG2Config
 from .kmeans import sample_initial_centroids
 from .problems import as_problems
-from .selection import select_blocks
 from .state import CentroidEntry, CentroidSignature, SVG2State
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -129,8 +128,8 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
             k_clusters.centroids.reshape(batch, heads, config.num_k_clusters, head_dim)))
 
     scale = 1.0 / math.sqrt(head_dim)
-    block_mask = select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes,
-                               config.top_p, config.min_kept_k_clusters, scale)
+    block_mask = runner.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes,
+                                      config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
     out = runner.sparse_attention(q, k, v, plan, scale)

@@ -16,6 +16,7 @@ from .attention_torch import block_sparse_attention_torch
 from .kmeans import KMeansResult, kmeans_torch
 from .problems import flat_problems
 from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense, cluster_order
+from .selection import select_blocks
 
 log = logging.getLogger("svg2")
 
@@ -53,6 +54,10 @@ class Backend(Protocol):
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
         """points: [G, N, D] or [B, H, N, D] -> labels [G, N], centroids [G, C, D], sizes [G, C]."""
 
+    def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
+                      top_p: float, min_kept: int, scale: float) -> torch.Tensor:
+        """[G, Cq, D], [G, Ck, D], [G, Ck] -> block_mask [G, Cq, Ck] bool (svg2_core.selection's rule)."""
+
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
                          scale: float) -> torch.Tensor:
         """q, k, v: [G, N, D] or [B, H, N, D] in original order -> out in q's shape and dtype."""
@@ -69,6 +74,11 @@ class TorchBackend:
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
         """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]."""
         return kmeans_torch(flat_problems(points), init_centroids, iterations)
+
+    def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
+                      top_p: float, min_kept: int, scale: float) -> torch.Tensor:
+        """block_mask [G, Cq, Ck] bool from centroids [G, Cq, D], [G, Ck, D] and key cluster sizes [G, Ck]."""
+        return select_blocks(q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
                          scale: float) -> torch.Tensor:

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from .backends import ClusterPlan, TorchBackend
 from .kmeans import sample_initial_centroids
 from .layout import block_of_tokens
-from .selection import select_blocks
 from .synthetic import MODEL_SHAPES, structured_qkv
 
 log = logging.getLogger("svg2.bench")
@@ -246,7 +245,8 @@ def run_shape(name: str, args, timer, device) -> dict:
     min_kept = max(1, math.floor(0.1 * args.k_clusters))
 
     def plan_at(p):
-        mask = select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p, min_kept, scale)
+        mask = backend.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
+                                     min_kept, scale)
         return ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                            k_clusters.cluster_sizes, mask, 0, dense_suffix)
 
@@ -259,7 +259,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         log.info("%s: top_p %.4f gives density %.4f (target %.3f)", name, top_ps[-1], mean_density(top_ps[-1]), target)
     for top_p in top_ps:
         def select(p=top_p):
-            return select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
+            return backend.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
                                  min_kept, scale)
         plan = plan_at(top_p)
         block_mask = plan.block_mask
@@ -286,7 +286,7 @@ def run_shape(name: str, args, timer, device) -> dict:
             def whole_call(p=top_p):
                 qc = backend.kmeans(q_points, q_warm_init, 2)
                 kc = backend.kmeans(k_points, k_warm_init, 2)
-                mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
+                mask = backend.select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
                 return backend.sparse_attention(q, k, v, ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes,
                                                                       kc.cluster_sizes, mask, 0, dense_suffix), scale)
             row["total_ms"] = timer(whole_call)

@@ -15,6 +15,9 @@ from .triton_kernels.attention import AttentionConfig, default_config, sparse_at
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 from .triton_kernels.permute import gather_key_values
 from .triton_kernels.plan import LABEL_SORT_ATTRIBUTE, AttentionLaunch, build_launch
+from .triton_kernels.selection import MAX_KEY_CLUSTERS, top_p_mask
+from .selection import key_cluster_probabilities
+from .selection import top_p_mask as reference_top_p_mask
 
 SUPPORTED_HEAD_DIMS = (64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -55,6 +58,15 @@ class TritonBackend:
             # the plan reuses this sort of the final labels (build_launch -> cluster_rows)
             setattr(labels, LABEL_SORT_ATTRIBUTE, sorted_points)
         return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes)
+
+    def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
+                      top_p: float, min_kept: int, scale: float) -> torch.Tensor:
+        """block_mask [G, Cq, Ck] bool: the reference's probabilities (one batched matmul and softmax), the
+        top-p rule in one Triton kernel (the reference's sort up to MAX_KEY_CLUSTERS key clusters)."""
+        probabilities = key_cluster_probabilities(q_centroids, k_centroids, k_cluster_sizes, scale)
+        if probabilities.shape[-1] > MAX_KEY_CLUSTERS:
+            return reference_top_p_mask(probabilities, top_p, min_kept)
+        return top_p_mask(probabilities, top_p, min_kept)
 
     def config_for(self, head_dim: int) -> AttentionConfig:
         return self.attention_config or default_config(head_dim)

@@ -109,3 +109,31 @@ def test_longest_first_reorders_tiles_without_losing_any():
             work = [int(longest.kv_length[g, b]) for b, _ in real_after]
             assert work == sorted(work, reverse=True)
             assert len(set(work)) > 1  # the case really reorders something
+
+
+@pytest.mark.parametrize("chunk", [1024, 8])
+def test_key_side_metadata_packs_kept_blocks_in_order(chunk, monkeypatch):
+    """kv_length, kv_row_shift and the start bits against a direct walk over the extended mask; chunk 8
+    makes the plan kernel walk the 32 key blocks in four chunks."""
+    from svg2_core.layout import block_mask_with_dense, block_sizes_with_dense
+    from svg2_core.triton_kernels import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "KV_PLAN_CHUNK", chunk)
+    _, _, _, plan = _problem(2, 192, 64, torch.float16, 4, 6, 9, 30, seed=7, density=0.4)
+    block_n = 32
+    launch = plan_module.build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
+                                      plan.block_mask, 4, 6, 192, 32, block_n, 16, longest_first=False)
+    mask = block_mask_with_dense(plan.block_mask).cpu()
+    k_sizes = block_sizes_with_dense(plan.k_cluster_sizes, 4, 6).cpu()
+    k_starts = k_sizes.cumsum(-1) - k_sizes
+    starts = launch.kv_tile_starts.cpu()
+    for g in range(2):
+        for b in range(mask.shape[1]):
+            kept = [j for j in range(mask.shape[2]) if mask[g, b, j] and k_sizes[g, j] > 0]
+            slot, expected_bits = 0, torch.zeros(starts.shape[-1], dtype=torch.int64)
+            for packed, j in enumerate(kept):
+                assert int(launch.kv_row_shift[g, b, packed]) == int(k_starts[g, j]) - slot
+                expected_bits[slot // block_n] |= 1 << (slot % block_n)
+                slot += int(k_sizes[g, j])
+            assert int(launch.kv_length[g, b]) == slot
+            assert torch.equal(starts[g, b], expected_bits)

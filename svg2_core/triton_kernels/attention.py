@@ -98,39 +98,27 @@ def _popcount64(x, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _key_tile_meta(tile_first_ptr, tile_starts_ptr, tile, num_tiles, WORDS: tl.constexpr):
-    """(first kept block, start mask low word, high word) of key tile `tile` (zeros past the last)."""
-    tile_ok = tile < num_tiles
-    first = tl.load(tile_first_ptr + tile, mask=tile_ok, other=0)
-    low = tl.load(tile_starts_ptr + tile * WORDS, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
-    if WORDS == 2:
-        high = tl.load(tile_starts_ptr + tile * WORDS + 1, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
-    else:
-        high = low
-    return first, low, high
-
-
-@triton.jit
-def _key_tile_rows(row_shift_ptr, first, low, high, tile_start, kv_length, BLOCK_N: tl.constexpr,
+def _key_tile_rows(row_shift_ptr, kept_before, low, high, tile_start, kv_length, BLOCK_N: tl.constexpr,
                    WORDS: tl.constexpr, USE_ASM: tl.constexpr):
-    """Rows of the cluster-sorted k / v (within the problem) under the BLOCK_N slots of one key tile;
-    slots past kv_length get row 0 (their scores are masked). Bit r of the start mask is set where a
-    kept key block starts at slot r of the tile; the block of slot r is `first` plus the starts in (0, r]."""
+    """Rows of the cluster-sorted k / v (within the problem) under the BLOCK_N slots of one key tile, and the
+    kept blocks that start in the tile; slots past kv_length get row 0 (their scores are masked). Bit r of
+    the tile's start mask (low: slots 0-63, high: 64-127) is set where a kept block starts at slot r; the
+    packed block of slot r is kept_before (the kept blocks that start before the tile) + the starts in [0, r] - 1."""
     within = tl.arange(0, BLOCK_N)
     slots = tile_start + within
     slot_ok = slots < kv_length
     low_bits = tl.minimum(within, 63).to(tl.uint64)
-    count = _popcount64(low & ((2 << low_bits) - 2), USE_ASM)
+    starts_up_to = _popcount64(low & ((2 << low_bits) - 1), USE_ASM)
     if WORDS == 2:
         high_bits = tl.maximum(within - 64, 0).to(tl.uint64)
         high_count = _popcount64(high & ((2 << high_bits) - 1), USE_ASM)
-        count += tl.where(within >= 64, high_count, 0)
-    shift = tl.load(row_shift_ptr + first + count, mask=slot_ok, other=0)
-    return tl.where(slot_ok, slots + shift, 0)
+        starts_up_to += tl.where(within >= 64, high_count, 0)
+    shift = tl.load(row_shift_ptr + kept_before + starts_up_to - 1, mask=slot_ok, other=0)
+    return tl.where(slot_ok, slots + shift, 0), tl.max(starts_up_to, axis=0)
 
 
 @triton.jit
-def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv_tile_first_ptr, kv_tile_starts_ptr,
+def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv_tile_starts_ptr,
                     first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
                     BLOCK_N: tl.constexpr, WORDS: tl.constexpr, USE_ASM: tl.constexpr, ORIGINAL_ROWS: tl.constexpr):
     """kv_rows[p, b, s] = row (within the problem) of k / v under packed slot s of query block b, for the
@@ -141,13 +129,19 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
     block_slot = problem * num_q_blocks + q_block
     kv_length = tl.load(kv_length_ptr + block_slot)
     row_shift_ptr = kv_row_shift_ptr + block_slot.to(tl.int64) * num_k_blocks
-    tile_first_ptr = kv_tile_first_ptr + block_slot.to(tl.int64) * num_kv_tiles
     tile_starts_ptr = kv_tile_starts_ptr + block_slot.to(tl.int64) * (num_kv_tiles * WORDS)
     out_base = kv_rows_ptr + (local_problem * num_q_blocks + q_block).to(tl.int64) * num_tokens
     within = tl.arange(0, BLOCK_N)
+    kept_before = 0
     for tile in range(0, tl.cdiv(kv_length, BLOCK_N)):
-        first, low, high = _key_tile_meta(tile_first_ptr, tile_starts_ptr, tile, num_kv_tiles, WORDS)
-        rows = _key_tile_rows(row_shift_ptr, first, low, high, tile * BLOCK_N, kv_length, BLOCK_N, WORDS, USE_ASM)
+        low = tl.load(tile_starts_ptr + tile * WORDS).to(tl.uint64, bitcast=True)
+        if WORDS == 2:
+            high = tl.load(tile_starts_ptr + tile * WORDS + 1).to(tl.uint64, bitcast=True)
+        else:
+            high = low
+        rows, starts_in_tile = _key_tile_rows(row_shift_ptr, kept_before, low, high, tile * BLOCK_N, kv_length,
+                                              BLOCK_N, WORDS, USE_ASM)
+        kept_before += starts_in_tile
         slot_ok = tile * BLOCK_N + within < kv_length
         if ORIGINAL_ROWS:
             flat = tl.load(k_rows_ptr + problem.to(tl.int64) * num_tokens + rows, mask=slot_ok, other=0)
@@ -268,7 +262,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
     num_k_blocks = launch.kv_row_shift.shape[2]
-    num_kv_tiles = launch.kv_tile_first.shape[2]
+    num_kv_tiles = launch.kv_tile_starts.shape[2] // launch.kv_words
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)
     launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
@@ -277,8 +271,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     for first_problem in range(0, num_problems, chunk):
         problems = min(chunk, num_problems - first_problem)
         _kv_rows_kernel[(num_q_blocks, problems)](
-            kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_first,
-            launch.kv_tile_starts, first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
+            kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_starts, first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
             BLOCK_N=launch.block_n, WORDS=launch.kv_words, USE_ASM=not interpreting(),
             ORIGINAL_ROWS=not config.sorted_keys, num_warps=4)
         for tile_block, tile_start, block_m, warps in launches:

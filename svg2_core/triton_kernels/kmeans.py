@@ -129,7 +129,8 @@ def sort_by_label(labels: torch.Tensor, num_clusters: int) -> tuple[torch.Tensor
 
 
 def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_offsets: torch.Tensor,
-                     old_centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     old_centroids: torch.Tensor, block_rows: int | None = None,
+                     num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each cluster's members (old centroid where empty), from `sort_by_label`'s output.
 
     points: [G, N, D] or [B, H, N, D] (last dim contiguous); old_centroids: [G, C, D] fp32.
@@ -137,11 +138,16 @@ def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_
     """
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = old_centroids.shape[1]
+    if block_rows is None:
+        # H200, Wan 14B (BENCHMARKS.md run 20): 1000 clusters of ~75 rows 0.41 -> 0.35 ms with 16 x 2,
+        # 300 clusters of ~250 rows best with 32 x 4
+        small_clusters = num_points < 128 * num_clusters
+        block_rows, num_warps = (16, 2) if small_clusters else (32, 4)
     old_centroids = old_centroids.contiguous()
     centroids = torch.empty_like(old_centroids)
     cluster_sizes = torch.empty(num_problems, num_clusters, dtype=torch.int32, device=points.device)
     _update_kernel[(num_clusters, num_problems)](
         points, sorted_points, cluster_offsets, old_centroids, centroids, cluster_sizes,
         num_points, num_clusters, *ProblemStrides.of(points).args(),
-        HEAD_DIM=head_dim, BLOCK_R=32, num_warps=4)
+        HEAD_DIM=head_dim, BLOCK_R=block_rows, num_warps=num_warps or 4)
     return centroids, cluster_sizes

@@ -1,5 +1,5 @@
 """Launch metadata for the variable-block sparse attention kernel, built on the device with fixed-size
-torch ops (no host synchronisation, CUDA-graph capturable).
+torch ops and one small Triton kernel for the key side (no host synchronisation, CUDA-graph capturable).
 
 Block layout is `[dense prefix, clusters..., dense suffix]` (svg2_core.layout). G = batch x heads,
 Bq = Cq + 2 query blocks, Bk = Ck + 2 key blocks, N tokens per problem.
@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
+import triton.language as tl
 
-from ..layout import block_mask_with_dense, block_sizes_with_dense
+from ..layout import block_sizes_with_dense
 from .kmeans import sort_by_label
 
 
@@ -25,10 +27,11 @@ class AttentionLaunch:
     each block (Bq where the block has none; unused when remainder_m is 0);
     q_block_end [G, Bq]: sorted position past each query block's last row.
     kv_length [G, Bq]: kept key tokens of a query block (packed back to back, "slots");
-    kv_row_shift [G, Bq, Bk]: cluster-sorted key row minus slot inside the p-th kept key block;
-    kv_tile_first [G, Bq, Tk]: the kept block in which each BLOCK_N-slot key tile starts;
-    kv_tile_starts [G, Bq, Tk * kv_words] int64: bit r of word w set where a kept block starts at slot
-    64 w + r of the tile.
+    kv_row_shift [G, Bq, Bk]: cluster-sorted key row minus slot inside the p-th kept key block (entries
+    past the block's kept count are not written);
+    kv_tile_starts [G, Bq, Tk * kv_words] int64, Tk = ceil(N / block_n): bit r of word w of a tile set where
+    a kept block starts at slot 64 w + r of that tile. The kept block of a slot is the number of starts up to
+    and including it, minus one.
     """
 
     q_rows: torch.Tensor
@@ -40,13 +43,15 @@ class AttentionLaunch:
     q_block_end: torch.Tensor
     kv_length: torch.Tensor
     kv_row_shift: torch.Tensor
-    kv_tile_first: torch.Tensor
     kv_tile_starts: torch.Tensor
     block_m: int
     block_n: int
     remainder_m: int
     kv_words: int
 
+
+# Key blocks a _kv_plan_kernel program holds at once (it walks longer rows in chunks).
+KV_PLAN_CHUNK = 1024
 
 # TritonBackend.kmeans leaves its last label sort (sort_by_label's sorted_points) on the labels tensor
 # under this attribute, so the plan does not sort the same labels again.
@@ -86,6 +91,46 @@ def _longest_first(kv_length: torch.Tensor, tile_block: torch.Tensor, tile_start
     work = padded.gather(1, tile_block.long().clamp(max=num_q_blocks))
     order = torch.sort(work, dim=1, descending=True, stable=True).indices
     return tile_block.gather(1, order).contiguous(), tile_start.gather(1, order).contiguous()
+
+
+@triton.jit
+def _kv_plan_kernel(block_mask_ptr, k_block_size_ptr, k_block_start_ptr, kv_length_ptr, kv_row_shift_ptr,
+                    kv_tile_starts_ptr, num_q_blocks, num_k_blocks, words_per_q_block,
+                    BLOCK_N: tl.constexpr, WORDS: tl.constexpr, CHUNK: tl.constexpr):
+    """Key side of one query block (program (q block, problem)): walk the key blocks in order, keep the
+    non-empty ones its mask row keeps (dense prefix / suffix blocks always), pack them back to back and
+    write kv_length, kv_row_shift and the start bits (kv_tile_starts must come in zeroed).
+
+    block_mask [G, Bq - 2, Bk - 2] uint8; k_block_size, k_block_start [G, Bk] int32."""
+    q_block = tl.program_id(0)
+    problem = tl.program_id(1)
+    block_slot = problem.to(tl.int64) * num_q_blocks + q_block
+    dense_row = (q_block == 0) | (q_block == num_q_blocks - 1)
+    num_k_clusters = num_k_blocks - 2
+    mask_row_ptr = block_mask_ptr + (problem.to(tl.int64) * (num_q_blocks - 2) + q_block - 1) * num_k_clusters
+    row_shift_ptr = kv_row_shift_ptr + block_slot * num_k_blocks
+    tile_starts_ptr = kv_tile_starts_ptr + block_slot * words_per_q_block
+    slots_before = 0
+    kept_before = 0
+    for chunk_start in range(0, num_k_blocks, CHUNK):
+        k_block = chunk_start + tl.arange(0, CHUNK)
+        k_block_ok = k_block < num_k_blocks
+        size = tl.load(k_block_size_ptr + problem * num_k_blocks + k_block, mask=k_block_ok, other=0)
+        start = tl.load(k_block_start_ptr + problem * num_k_blocks + k_block, mask=k_block_ok, other=0)
+        dense_column = (k_block == 0) | (k_block == num_k_blocks - 1)
+        from_mask = k_block_ok & ~dense_column & ~dense_row
+        cluster_kept = tl.load(mask_row_ptr + k_block - 1, mask=from_mask, other=0) != 0
+        kept = k_block_ok & (size > 0) & (dense_row | dense_column | cluster_kept)
+        length = tl.where(kept, size, 0)
+        kept_start = slots_before + tl.cumsum(length, axis=0) - length
+        packed = kept_before + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+        tl.store(row_shift_ptr + packed, start - kept_start, mask=kept)
+        word = (kept_start // BLOCK_N) * WORDS + (kept_start % BLOCK_N) // 64
+        bit = tl.full([CHUNK], 1, tl.int64) << ((kept_start % BLOCK_N) % 64).to(tl.int64)
+        tl.atomic_or(tile_starts_ptr + word, bit, mask=kept, sem="relaxed")
+        slots_before += tl.sum(length, axis=0)
+        kept_before += tl.sum(kept.to(tl.int32), axis=0)
+    tl.store(kv_length_ptr + block_slot, slots_before)
 
 
 def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes: torch.Tensor,
@@ -133,38 +178,21 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
     rem_tile_block = torch.where(has_remainder, block_index, num_q_blocks).to(torch.int32).contiguous()
     rem_tile_start = (q_block_start + q_block_tiles * block_m).to(torch.int32).contiguous()
 
-    # -- key side: per query block, the kept non-empty key blocks packed back to back --
+    # -- key side: per query block, the kept non-empty key blocks packed back to back (one small kernel) --
     k_block_size = block_sizes_with_dense(k_cluster_sizes, dense_prefix, dense_suffix)
     num_k_blocks = k_block_size.shape[1]
-    k_block_start = _exclusive_cumsum(k_block_size)
-    kept = block_mask_with_dense(block_mask) & (k_block_size > 0).unsqueeze(1)
-    kept_length = torch.where(kept, k_block_size.unsqueeze(1), 0)
-    kept_inclusive = kept_length.cumsum(-1, dtype=torch.int32)
-    kept_start = kept_inclusive - kept_length
-    kv_length = kept_inclusive[..., -1].contiguous()
-    packed_index = torch.where(kept, kept.cumsum(-1, dtype=torch.int32) - 1, num_k_blocks).long()
-    shape = (num_problems, num_q_blocks, num_k_blocks + 1)
-    kv_slot_start = kv_length.unsqueeze(-1).expand(shape).contiguous()
-    kv_slot_start.scatter_(-1, packed_index, kept_start)
-    kv_row_shift = torch.zeros(shape, dtype=torch.int32, device=device)
-    kv_row_shift.scatter_(-1, packed_index, k_block_start.unsqueeze(1) - kept_start)
-    kv_slot_start = kv_slot_start[..., :num_k_blocks].contiguous()
-    kv_row_shift = kv_row_shift[..., :num_k_blocks].contiguous()
+    k_block_start = _exclusive_cumsum(k_block_size).contiguous()
     if block_n > 128:
         raise ValueError(f"block_n must be <= 128 (two 64-bit start masks per key tile), got {block_n}")
     words = 2 if block_n > 64 else 1
     num_kv_tiles = -(-num_tokens // block_n)
-    tile_slot = torch.arange(num_kv_tiles, device=device, dtype=torch.int32) * block_n
-    tile_slot = tile_slot.expand(num_problems * num_q_blocks, -1).contiguous()
-    kv_tile_first = torch.searchsorted(kv_slot_start.view(-1, num_k_blocks), tile_slot, right=True,
-                                       out_int32=True) - 1
-    # -- one bit per kept block start: distinct bits of one word, so a sum is their OR --
-    start_word = (kept_start // block_n) * words + (kept_start % block_n) // 64
-    start_word = torch.where(kept, start_word, num_kv_tiles * words).long()
-    start_bit = torch.bitwise_left_shift(torch.ones_like(start_word), (kept_start % block_n % 64).long())
-    kv_tile_starts = torch.zeros(num_problems, num_q_blocks, num_kv_tiles * words + 1, dtype=torch.int64,
-                                 device=device)
-    kv_tile_starts.scatter_add_(-1, start_word, start_bit)
+    kv_length = torch.empty(num_problems, num_q_blocks, dtype=torch.int32, device=device)
+    kv_row_shift = torch.empty(num_problems, num_q_blocks, num_k_blocks, dtype=torch.int32, device=device)
+    kv_tile_starts = torch.zeros(num_problems, num_q_blocks, num_kv_tiles * words, dtype=torch.int64, device=device)
+    _kv_plan_kernel[(num_q_blocks, num_problems)](
+        block_mask.contiguous().view(torch.uint8), k_block_size.contiguous(), k_block_start, kv_length,
+        kv_row_shift, kv_tile_starts, num_q_blocks, num_k_blocks, num_kv_tiles * words, BLOCK_N=block_n,
+        WORDS=words, CHUNK=min(KV_PLAN_CHUNK, triton.next_power_of_2(num_k_blocks)), num_warps=4)
 
     q_tile_start = q_tile_start.contiguous()
     if longest_first:
@@ -173,7 +201,5 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
     return AttentionLaunch(
         q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start,
         rem_tile_block=rem_tile_block, rem_tile_start=rem_tile_start, q_block_end=q_block_end,
-        kv_length=kv_length, kv_row_shift=kv_row_shift,
-        kv_tile_first=kv_tile_first.view(num_problems, num_q_blocks, num_kv_tiles),
-        kv_tile_starts=kv_tile_starts[..., :num_kv_tiles * words].contiguous(),
+        kv_length=kv_length, kv_row_shift=kv_row_shift, kv_tile_starts=kv_tile_starts,
         block_m=block_m, block_n=block_n, remainder_m=remainder_m, kv_words=words)
