@@ -32,11 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from svg2_core.backends import ClusterPlan  # noqa: E402
 from svg2_core.bench import calibrate_top_p  # noqa: E402
 from svg2_core.kmeans import sample_initial_centroids  # noqa: E402
-from svg2_core.selection import select_blocks  # noqa: E402
+from svg2_core.selection import key_cluster_probabilities, select_blocks  # noqa: E402
+from svg2_core.selection import top_p_mask as reference_top_p_mask  # noqa: E402
+from svg2_core.triton_kernels.selection import top_p_mask  # noqa: E402
 from svg2_core.synthetic import MODEL_SHAPES, structured_qkv  # noqa: E402
 from svg2_core.triton_backend import TritonBackend  # noqa: E402
 from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
-from svg2_core.triton_kernels.attention import AttentionConfig, _attend  # noqa: E402
+from svg2_core.triton_kernels.attention import AttentionConfig, _attend, fill_row_table, problems_per_chunk  # noqa: E402
 
 LOG2_E = 1.4426950408889634
 
@@ -252,6 +254,25 @@ def main(argv=None):
         padded = _padded_rows(launch, config)
         report(f"  query rows computed / real rows, {config.label()}", 0.0, padding=padded)
 
+    # -- the call's small stages on the real plan: block map, metadata, row table --
+    probabilities = key_cluster_probabilities(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, scale)
+    report("block map: probabilities (bmm + softmax)",
+           bench(lambda: key_cluster_probabilities(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, scale)))
+    same_mask = bool(torch.equal(top_p_mask(probabilities, top_p, 100), reference_top_p_mask(probabilities, top_p, 100)))
+    report("block map: top-p, Triton search", bench(lambda: top_p_mask(probabilities, top_p, 100)), same_as_torch=same_mask)
+    report("block map: top-p, torch sort", bench(lambda: reference_top_p_mask(probabilities, top_p, 100)))
+    backend = TritonBackend(configs[0] if configs else None)
+    report("plan (launch metadata)", bench(lambda: backend.plan_launch(plan, num_tokens, head_dim)))
+    launch = backend.plan_launch(plan, num_tokens, head_dim)
+    num_q_blocks = launch.q_block_end.shape[1]
+    chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
+    kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=device)
+    for warps in (1, 2, 4):
+        def fill(warps=warps):
+            for first in range(0, num_problems, chunk):
+                fill_row_table(kv_rows, launch, first, min(chunk, num_problems - first), True, warps)
+        report(f"row table, {warps} warps per query block", bench(fill))
+
     if args.skip_kmeans:
         return _finish(results, args)
     # -- k-means stages --
@@ -268,7 +289,7 @@ def main(argv=None):
         flat_keys = (labels + torch.arange(num_problems, device=device, dtype=torch.int32)[:, None] * centroids.shape[1]).view(-1)
         report(f"sort {name}: flat int32 keys, values only", bench(lambda: torch.sort(flat_keys)))
         report(f"update {name} (production)", bench(lambda: kmeans_kernels.update_centroids(points, sorted_points, offsets, centroids)))
-        for block_rows, warps in ((16, 2), (32, 2), (64, 4), (64, 8), (128, 8)):
+        for block_rows, warps in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4), (64, 8)):
             report(f"update {name}: {block_rows} rows x {warps} warps",
                    bench(lambda: kmeans_kernels.update_centroids(points, sorted_points, offsets, centroids,
                                                                  block_rows, warps)))

@@ -243,6 +243,22 @@ def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, he
     return max(1, min(num_problems, num_problems * qkv_bytes_per_problem // table_bytes_per_problem))
 
 
+def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem: int, problems: int,
+                   original_rows: bool = True, num_warps: int = 1) -> None:
+    """kv_rows [P, Bq, N] int32 (P >= problems): for problems first_problem .. + problems, the k / v row of
+    every packed key slot of every query block, rows of the original k / v (original_rows) or of their
+    cluster-sorted copies. One program per (query block, problem); a single warp by default, so that more
+    of these latency-bound programs share an SM."""
+    num_tokens = launch.q_rows.shape[1]
+    num_q_blocks, num_k_blocks = launch.kv_row_shift.shape[1:]
+    num_kv_tiles = launch.kv_tile_starts.shape[2] // launch.kv_words
+    _kv_rows_kernel[(num_q_blocks, problems)](
+        kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_starts, first_problem,
+        num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
+        BLOCK_N=launch.block_n, WORDS=launch.kv_words, USE_ASM=not interpreting(),
+        ORIGINAL_ROWS=original_rows, num_warps=num_warps)
+
+
 def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                      launch: AttentionLaunch, scale: float, config: AttentionConfig) -> torch.Tensor:
     """q: [G, N, D] or [B, H, N, D] in original order; k_source, v_source: the same shape, the original k, v
@@ -261,8 +277,6 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     out = torch.empty_like(q)
     out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
-    num_k_blocks = launch.kv_row_shift.shape[2]
-    num_kv_tiles = launch.kv_tile_starts.shape[2] // launch.kv_words
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)
     launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
@@ -270,10 +284,7 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
         launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m, config.remainder_warps))
     for first_problem in range(0, num_problems, chunk):
         problems = min(chunk, num_problems - first_problem)
-        _kv_rows_kernel[(num_q_blocks, problems)](
-            kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_starts, first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
-            BLOCK_N=launch.block_n, WORDS=launch.kv_words, USE_ASM=not interpreting(),
-            ORIGINAL_ROWS=not config.sorted_keys, num_warps=4)
+        fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
         for tile_block, tile_start, block_m, warps in launches:
             num_tiles = tile_block.shape[1]
             _sparse_attention_kernel[(num_tiles, problems)](
