@@ -13,7 +13,7 @@ import triton.language as tl
 # One row lives in registers: beyond this many key clusters the reference top_p_mask is used.
 MAX_KEY_CLUSTERS = 8192
 # fp32 +inf: no probability's bit pattern is above it
-_INF_BITS = 0x7F800000
+_INF_BITS = tl.constexpr(0x7F800000)
 
 
 @triton.jit
