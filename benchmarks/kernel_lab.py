@@ -267,11 +267,11 @@ def main(argv=None):
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=device)
-    for warps in (1, 2, 4):
-        def fill(warps=warps):
+    for warps, tiles in ((1, 1), (4, 1), (1, 4), (2, 4), (4, 4), (4, 8), (8, 8)):
+        def fill(warps=warps, tiles=tiles):
             for first in range(0, num_problems, chunk):
-                fill_row_table(kv_rows, launch, first, min(chunk, num_problems - first), True, warps)
-        report(f"row table, {warps} warps per query block", bench(fill))
+                fill_row_table(kv_rows, launch, first, min(chunk, num_problems - first), True, warps, tiles)
+        report(f"row table, {tiles} key tiles per step, {warps} warps", bench(fill))
 
     if args.skip_kmeans:
         return _finish(results, args)

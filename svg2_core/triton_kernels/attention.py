@@ -98,31 +98,16 @@ def _popcount64(x, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _key_tile_rows(row_shift_ptr, kept_before, low, high, tile_start, kv_length, BLOCK_N: tl.constexpr,
-                   WORDS: tl.constexpr, USE_ASM: tl.constexpr):
-    """Rows of the cluster-sorted k / v (within the problem) under the BLOCK_N slots of one key tile, and the
-    kept blocks that start in the tile; slots past kv_length get row 0 (their scores are masked). Bit r of
-    the tile's start mask (low: slots 0-63, high: 64-127) is set where a kept block starts at slot r; the
-    packed block of slot r is kept_before (the kept blocks that start before the tile) + the starts in [0, r] - 1."""
-    within = tl.arange(0, BLOCK_N)
-    slots = tile_start + within
-    slot_ok = slots < kv_length
-    low_bits = tl.minimum(within, 63).to(tl.uint64)
-    starts_up_to = _popcount64(low & ((2 << low_bits) - 1), USE_ASM)
-    if WORDS == 2:
-        high_bits = tl.maximum(within - 64, 0).to(tl.uint64)
-        high_count = _popcount64(high & ((2 << high_bits) - 1), USE_ASM)
-        starts_up_to += tl.where(within >= 64, high_count, 0)
-    shift = tl.load(row_shift_ptr + kept_before + starts_up_to - 1, mask=slot_ok, other=0)
-    return tl.where(slot_ok, slots + shift, 0), tl.max(starts_up_to, axis=0)
-
-
-@triton.jit
 def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv_tile_starts_ptr,
                     first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
-                    BLOCK_N: tl.constexpr, WORDS: tl.constexpr, USE_ASM: tl.constexpr, ORIGINAL_ROWS: tl.constexpr):
+                    BLOCK_N: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr, USE_ASM: tl.constexpr,
+                    ORIGINAL_ROWS: tl.constexpr):
     """kv_rows[p, b, s] = row (within the problem) of k / v under packed slot s of query block b, for the
-    problems first_problem + p of this chunk; slots past the block's kv_length are left unwritten."""
+    problems first_problem + p of this chunk; slots past the block's kv_length are left unwritten.
+
+    Walks the block's BLOCK_N-slot key tiles, TILES at a time. Bit r of a tile's start mask (low word: slots
+    0-63, high word: 64-127) is set where a kept block starts at slot r, so the packed block of slot r is the
+    kept blocks starting before the tile plus the starts in [0, r] of the tile, minus one."""
     q_block = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -132,21 +117,29 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
     tile_starts_ptr = kv_tile_starts_ptr + block_slot.to(tl.int64) * (num_kv_tiles * WORDS)
     out_base = kv_rows_ptr + (local_problem * num_q_blocks + q_block).to(tl.int64) * num_tokens
     within = tl.arange(0, BLOCK_N)
+    low_bits = tl.minimum(within, 63).to(tl.uint64)
+    high_bits = tl.maximum(within - 64, 0).to(tl.uint64)
     kept_before = 0
-    for tile in range(0, tl.cdiv(kv_length, BLOCK_N)):
-        low = tl.load(tile_starts_ptr + tile * WORDS).to(tl.uint64, bitcast=True)
+    for first_tile in range(0, tl.cdiv(kv_length, BLOCK_N), TILES):
+        tiles = first_tile + tl.arange(0, TILES)
+        tile_ok = tiles < num_kv_tiles
+        low = tl.load(tile_starts_ptr + tiles * WORDS, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
+        starts_up_to = _popcount64(low[:, None] & ((2 << low_bits[None, :]) - 1), USE_ASM)  # [TILES, BLOCK_N]
         if WORDS == 2:
-            high = tl.load(tile_starts_ptr + tile * WORDS + 1).to(tl.uint64, bitcast=True)
-        else:
-            high = low
-        rows, starts_in_tile = _key_tile_rows(row_shift_ptr, kept_before, low, high, tile * BLOCK_N, kv_length,
-                                              BLOCK_N, WORDS, USE_ASM)
-        kept_before += starts_in_tile
-        slot_ok = tile * BLOCK_N + within < kv_length
+            high = tl.load(tile_starts_ptr + tiles * WORDS + 1, mask=tile_ok, other=0).to(tl.uint64, bitcast=True)
+            high_count = _popcount64(high[:, None] & ((2 << high_bits[None, :]) - 1), USE_ASM)
+            starts_up_to += tl.where(within[None, :] >= 64, high_count, 0)
+        starts_in_tile = tl.max(starts_up_to, axis=1)
+        tile_kept_before = kept_before + tl.cumsum(starts_in_tile, axis=0) - starts_in_tile
+        slots = tiles[:, None] * BLOCK_N + within[None, :]
+        slot_ok = slots < kv_length
+        shift = tl.load(row_shift_ptr + tile_kept_before[:, None] + starts_up_to - 1, mask=slot_ok, other=0)
+        rows = tl.where(slot_ok, slots + shift, 0)
         if ORIGINAL_ROWS:
             flat = tl.load(k_rows_ptr + problem.to(tl.int64) * num_tokens + rows, mask=slot_ok, other=0)
             rows = flat - problem * num_tokens
-        tl.store(out_base + tile * BLOCK_N + within, rows, mask=slot_ok)
+        tl.store(out_base + slots, rows, mask=slot_ok)
+        kept_before += tl.sum(starts_in_tile, axis=0)
 
 
 @triton.jit
@@ -244,18 +237,17 @@ def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, he
 
 
 def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem: int, problems: int,
-                   original_rows: bool = True, num_warps: int = 1) -> None:
+                   original_rows: bool = True, num_warps: int = 4, tiles: int = 4) -> None:
     """kv_rows [P, Bq, N] int32 (P >= problems): for problems first_problem .. + problems, the k / v row of
     every packed key slot of every query block, rows of the original k / v (original_rows) or of their
-    cluster-sorted copies. One program per (query block, problem); a single warp by default, so that more
-    of these latency-bound programs share an SM."""
+    cluster-sorted copies. One program per (query block, problem), `tiles` key tiles per step."""
     num_tokens = launch.q_rows.shape[1]
     num_q_blocks, num_k_blocks = launch.kv_row_shift.shape[1:]
     num_kv_tiles = launch.kv_tile_starts.shape[2] // launch.kv_words
     _kv_rows_kernel[(num_q_blocks, problems)](
         kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_starts, first_problem,
         num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
-        BLOCK_N=launch.block_n, WORDS=launch.kv_words, USE_ASM=not interpreting(),
+        BLOCK_N=launch.block_n, WORDS=launch.kv_words, TILES=tiles, USE_ASM=not interpreting(),
         ORIGINAL_ROWS=original_rows, num_warps=num_warps)
 
 
