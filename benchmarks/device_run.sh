@@ -1,3 +1,6 @@
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
-python3 benchmarks/kernel_lab.py --skip-floors --configs 128x128x8x3-r64x4 --density 0.15 --json $OUT/lab_stages.json 2>&1 | grep -v Warn
-python3 -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 --json $OUT/wan14b.json > $OUT/bench.txt 2>&1; tail -12 $OUT/bench.txt
+git log --oneline | head -1
+python3 -m pytest -q tests/gpu tests/test_triton_backend.py tests/test_triton_attention.py tests/test_triton_kmeans.py tests/test_triton_selection.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt
+python3 -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 --json $OUT/wan14b.json > $OUT/bench14b.txt 2>&1; tail -9 $OUT/bench14b.txt
+python3 -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape hunyuan-720p wan21-1.3b-480p --top-p --density 0.15 0.30 --json $OUT/others.json > $OUT/bench_others.txt 2>&1; grep -v "^comfy\|positional\|flash\|efficient" $OUT/bench_others.txt | tail -12
+python3 benchmarks/call_profile.py --shape wan21-14b-720p --batch 2 --top-p 0.3 --inputs flat --row-limit 25 > $OUT/profile.txt 2>&1; head -3 $OUT/profile.txt
