@@ -1,5 +1,7 @@
+# The GPU checks and timings of BENCHMARKS.md session 3, run 25 (one H200, ~3 minutes):
+#   bash benchmarks/h200_check.sh   (results under $OUT, or /tmp when OUT is unset)
+OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
-git log --oneline | head -1
 python3 -m pytest -q tests/gpu tests/test_triton_backend.py tests/test_triton_attention.py tests/test_triton_kmeans.py tests/test_triton_selection.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt
 python3 -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 --json $OUT/wan14b.json > $OUT/bench14b.txt 2>&1; tail -9 $OUT/bench14b.txt
 python3 -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape hunyuan-720p wan21-1.3b-480p --top-p --density 0.15 0.30 --json $OUT/others.json > $OUT/bench_others.txt 2>&1; grep -v "^comfy\|positional\|flash\|efficient" $OUT/bench_others.txt | tail -12

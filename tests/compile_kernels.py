@@ -1,0 +1,78 @@
+"""Compile every production Triton kernel for real GPUs without one (ptxas ships with the triton wheel).
+
+The CPU interpreter runs kernels as Python, so it accepts things the compiler refuses (a plain global read
+inside a kernel, a type mismatch across a loop). This compiles each kernel at the launch shapes the fast path
+uses, for Hopper (sm_90) and Ampere (sm_80), and prints one line per kernel. Run without TRITON_INTERPRET:
+
+    python tests/compile_kernels.py          # exit status 1 and the compiler's message on a failure
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    raise SystemExit("unset TRITON_INTERPRET: the interpreter does not compile kernels")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from svg2_core.triton_kernels import attention, kmeans, permute, plan, selection  # noqa: E402
+
+# Pointer element types by argument name (anything else ending in _ptr is int32); scalar arguments are
+# int32 except the float ones listed.
+POINTER_TYPES = {
+    "points_ptr": "*bf16", "centroids_ptr": "*bf16", "centroid_sq_norms_ptr": "*fp32", "old_centroids_ptr": "*fp32",
+    "probabilities_ptr": "*fp32", "mask_ptr": "*i1", "block_mask_ptr": "*u8", "kv_tile_starts_ptr": "*i64",
+    "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16", "k_out_ptr": "*bf16",
+    "v_out_ptr": "*bf16",
+}
+FLOAT_SCALARS = {"top_p", "qk_scale"}
+
+# (kernel, constexprs, num_warps, num_stages): the fast path's launches at head_dim 128 and 64.
+KERNELS = [
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
+    (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),
+    (selection._top_p_kernel, dict(BLOCK_K=1024), 1, 3),
+    (plan._kv_plan_kernel, dict(BLOCK_N=128, WORDS=2, CHUNK=1024), 4, 3),
+    (attention._kv_rows_kernel, dict(BLOCK_N=128, WORDS=2, TILES=4, USE_ASM=True, ORIGINAL_ROWS=True), 2, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, UPCAST=False), 8, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=64, BLOCK_N=64, UPCAST=False), 4, 3),
+    (permute._gather_rows_kernel, dict(HEAD_DIM=128, BLOCK_R=64), 4, 3),
+]
+
+
+def signature_of(kernel, constexprs: dict) -> dict:
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = POINTER_TYPES.get(name, "*i32")
+        else:
+            signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+    return signature
+
+
+def main() -> int:
+    failures = 0
+    for capability in (90, 80):
+        target = GPUTarget("cuda", capability, 32)
+        for kernel, constexprs, warps, stages in KERNELS:
+            label = f"sm_{capability} {kernel.__name__} {constexprs}"
+            try:
+                source = ASTSource(fn=kernel, signature=signature_of(kernel, constexprs), constexprs=constexprs)
+                compiled = triton.compile(source, target=target, options={"num_warps": warps, "num_stages": stages})
+                print(f"ok   {label}: {compiled.metadata.shared} B shared", flush=True)
+            except Exception as error:  # report every kernel, then fail
+                failures += 1
+                print(f"FAIL {label}: {type(error).__name__}: {error}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
