@@ -17,7 +17,7 @@ REQUIRED_WIDGETS = {
     "top_p": ("FLOAT", 0.9, 0.01, 1.0, 0.01,
               "Share of each query cluster's estimated attention mass to keep. 1.0 = exact dense attention; "
               "0.9 (official default) computes about 30% of the attention map on 720p Wan/HunyuanVideo "
-              "(measured on an H200 at 720p: 2.2x faster attention at 30%, 4.1x at 15%); lower is faster and "
+              "(measured on an H200 at 720p: 2.2x faster attention at 30%, about 4x at 15%); lower is faster and "
               "less faithful."),
     "num_q_clusters": ("INT", 300, 1, 4096, 1,
                        "k-means clusters for queries, per head. 300 for 720p, 200 for 480p (official scripts); "
