@@ -47,3 +47,20 @@ def test_random_rows_match_the_reference(num_rows, num_cols, top_p, min_kept, di
 def test_too_many_key_clusters_is_refused_with_the_limit():
     with pytest.raises(ValueError, match=str(MAX_KEY_CLUSTERS)):
         top_p_mask(torch.zeros(1, MAX_KEY_CLUSTERS + 1, device=DEVICE), 0.5, 1)
+
+
+@pytest.mark.parametrize("num_k_clusters", [40, MAX_KEY_CLUSTERS + 1])
+def test_backend_block_map_matches_the_reference(num_k_clusters):
+    """TritonBackend.select_blocks: the kernel up to MAX_KEY_CLUSTERS key clusters, the reference above."""
+    from svg2_core.selection import select_blocks
+    from svg2_core.triton_backend import TritonBackend
+
+    generator = torch.Generator().manual_seed(3)
+    q_centroids = torch.randn(2, 3, 16, generator=generator)
+    k_centroids = torch.randn(2, num_k_clusters, 16, generator=generator)
+    sizes = torch.randint(0, 5, (2, num_k_clusters), generator=generator, dtype=torch.int32)
+    inputs = [x.to(DEVICE) for x in (q_centroids, k_centroids, sizes)]
+    expected = select_blocks(*inputs, 0.7, 2, 0.25)
+    got = TritonBackend().select_blocks(*inputs, 0.7, 2, 0.25)
+    assert got.shape == expected.shape and torch.equal(got, expected)
+    assert 0 < int(got.sum()) < got.numel()
