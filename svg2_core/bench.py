@@ -244,28 +244,26 @@ def run_shape(name: str, args, timer, device) -> dict:
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
     min_kept = max(1, math.floor(0.1 * args.k_clusters))
 
-    def plan_at(p):
-        mask = backend.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
-                                     min_kept, scale)
-        return ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
-                           k_clusters.cluster_sizes, mask, 0, dense_suffix)
+    def block_mask_for(qc, kc, p):
+        return backend.select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
+
+    def plan_for(qc, kc, p):
+        return ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes, kc.cluster_sizes, block_mask_for(qc, kc, p),
+                           0, dense_suffix)
 
     def mean_density(p):
-        return float(plan_at(p).density().mean())
+        return float(plan_for(q_clusters, k_clusters, p).density().mean())
 
     top_ps = list(args.top_p)
     for target in args.density or []:
         top_ps.append(calibrate_top_p(mean_density, target))
         log.info("%s: top_p %.4f gives density %.4f (target %.3f)", name, top_ps[-1], mean_density(top_ps[-1]), target)
     for top_p in top_ps:
-        def select(p=top_p):
-            return backend.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes, p,
-                                 min_kept, scale)
-        plan = plan_at(top_p)
+        plan = plan_for(q_clusters, k_clusters, top_p)
         block_mask = plan.block_mask
         density = plan.density()
         row = {"method": f"SVG2 top_p={top_p}", "density": float(density.mean()), "kmeans_warm2_ms": kmeans_ms,
-               "block_map_ms": timer(select)}
+               "block_map_ms": timer(lambda p=top_p: block_mask_for(q_clusters, k_clusters, p))}
         out = backend.sparse_attention(q, k, v, plan, scale)
         if backend.name == "triton":
             launch = backend.plan_launch(plan, num_tokens, head_dim)
@@ -286,9 +284,7 @@ def run_shape(name: str, args, timer, device) -> dict:
             def whole_call(p=top_p):
                 qc = backend.kmeans(q_points, q_warm_init, 2)
                 kc = backend.kmeans(k_points, k_warm_init, 2)
-                mask = backend.select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
-                return backend.sparse_attention(q, k, v, ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes,
-                                                                      kc.cluster_sizes, mask, 0, dense_suffix), scale)
+                return backend.sparse_attention(q, k, v, plan_for(qc, kc, p), scale)
             row["total_ms"] = timer(whole_call)
             row["speedup_vs_best_dense"] = best_dense / row["total_ms"]
             row["kernel_vs_density_x_dense"] = row["kernel_ms"] / (row["density"] * best_dense)
