@@ -40,9 +40,10 @@ def main() -> int:
     parser.add_argument("--top-p", type=float, default=0.3)
     parser.add_argument("--inputs", nargs="+", default=["flat", "structured"])
     parser.add_argument("--row-limit", type=int, default=14, help="CUDA kernels listed per profile")
+    parser.add_argument("--qk", choices=["int8", "input"], default="int8", help="int8 scores (the node's default) or not")
     args = parser.parse_args()
     _, heads, grid, head_dim, _ = MODEL_SHAPES[args.shape]
-    config = SVG2Config(top_p=args.top_p)
+    config = SVG2Config(top_p=args.top_p, qk_int8=args.qk == "int8")
     for kind in args.inputs:
         q, k, v = make_inputs(kind, args.batch, heads, grid, head_dim)
         state = SVG2State()

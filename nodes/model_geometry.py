@@ -64,8 +64,9 @@ def geometry_of(diffusion_model) -> ModelGeometry | str:
 
 
 # What one sparse call holds beyond dense attention, in units of q's size: the kernel's key-row table
-# (at most q + k + v, 3). q, k, v are read in place and the output takes the place of dense attention's.
-SVG2_EXTRA_ACTIVATIONS = 3
+# (at most q + k + v, 3) and, with qk_int8 (the default), the int8 codes of q and k (half of each, 1).
+# q, k, v are read in place and the output takes the place of dense attention's.
+SVG2_EXTRA_ACTIVATIONS = 4
 
 
 def memory_usage_factor_increase(geometry: ModelGeometry) -> float:

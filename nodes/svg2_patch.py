@@ -48,6 +48,10 @@ ADVANCED_WIDGETS = {
 }
 BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
                    "with a warning when it falls back. torch: the slow PyTorch reference on any device (tests).")
+QK_INT8_TOOLTIP = ("On: attention scores from int8 codes of q and k, as SageAttention does (keys smoothed by their "
+                   "mean); P V stays in the model's dtype. Measured on an H200 at Wan 720p, 30% density: sparse "
+                   "kernel 84.7 -> 79.7 ms; error 0.009 against exact attention of the same mask (0.002 off), while "
+                   "the sparsity itself costs 0.12. Off: scores in the model's dtype.")
 COMPILE_TOOLTIP = ("Off: SVG2 runs outside torch.compile, so a compiled model does not recompile per step. "
                    "On: let torch.compile trace the sparse path (experimental).")
 
@@ -90,11 +94,12 @@ class SVG2SparseAttention:
         optional = {name: (_widget(spec)[0], {**_widget(spec)[1], "advanced": True})
                     for name, spec in ADVANCED_WIDGETS.items()}
         optional["allow_compile"] = ("BOOLEAN", {"default": False, "advanced": True, "tooltip": COMPILE_TOOLTIP})
+        optional["qk_int8"] = ("BOOLEAN", {"default": True, "advanced": True, "tooltip": QK_INT8_TOOLTIP})
         return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def patch(self, model, top_p, num_q_clusters, num_k_clusters, dense_warmup_steps, dense_layers, backend,
               dense_last_steps=0, min_k_cluster_ratio=0.10, kmeans_iters=2, min_tokens=8192,
-              allow_compile=False, unique_id=None):
+              allow_compile=False, qk_int8=True, unique_id=None):
         values = {"top_p": top_p, "num_q_clusters": num_q_clusters, "num_k_clusters": num_k_clusters,
                   "dense_warmup_steps": dense_warmup_steps, "dense_layers": dense_layers,
                   "dense_last_steps": dense_last_steps, "min_k_cluster_ratio": min_k_cluster_ratio,
@@ -104,8 +109,11 @@ class SVG2SparseAttention:
             _checked(name, value, specs[name])
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(qk_int8, bool):
+            raise ValueError(f"qk_int8 must be true or false, got {qk_int8!r}")
         config = SVG2Config(top_p=float(top_p), num_q_clusters=num_q_clusters, num_k_clusters=num_k_clusters,
-                            min_k_cluster_ratio=float(min_k_cluster_ratio), kmeans_iters=kmeans_iters)
+                            min_k_cluster_ratio=float(min_k_cluster_ratio), kmeans_iters=kmeans_iters,
+                            qk_int8=qk_int8)
         schedule = Schedule(dense_warmup_steps, dense_last_steps, dense_layers, min_tokens)
 
         patched = model.clone()

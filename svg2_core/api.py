@@ -132,7 +132,7 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
                                       config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
-    out = runner.sparse_attention(q, k, v, plan, scale)
+    out = runner.sparse_attention(q, k, v, plan, scale, config.qk_int8)
     if not return_info:
         return out
     return out, _info(plan, batch, heads, runner.name)

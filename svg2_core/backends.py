@@ -15,6 +15,7 @@ import torch
 from .attention_torch import block_sparse_attention_torch
 from .kmeans import KMeansResult, kmeans_torch
 from .problems import flat_problems
+from .quantize import quantize_dequantize_qk
 from .layout import attention_density, block_mask_with_dense, block_sizes_with_dense, cluster_order
 from .selection import select_blocks
 
@@ -59,8 +60,9 @@ class Backend(Protocol):
         """[G, Cq, D], [G, Ck, D], [G, Ck] -> block_mask [G, Cq, Ck] bool (svg2_core.selection's rule)."""
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
-                         scale: float) -> torch.Tensor:
-        """q, k, v: [G, N, D] or [B, H, N, D] in original order -> out in q's shape and dtype."""
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
+        """q, k, v: [G, N, D] or [B, H, N, D] in original order -> out in q's shape and dtype.
+        qk_int8: scores from int8 codes of q and k (svg2_core.quantize)."""
 
 
 class TorchBackend:
@@ -81,10 +83,13 @@ class TorchBackend:
         return select_blocks(q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
-                         scale: float) -> torch.Tensor:
-        """q, k, v: [G, N, D] or [B, H, N, D] in original order; returns q's shape in q's dtype, original order."""
-        shape = q.shape
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
+        """q, k, v: [G, N, D] or [B, H, N, D] in original order; returns q's shape in q's dtype, original order.
+        qk_int8: q and k replaced by their int8 codes x scales first, in fp32 (what the Triton kernel computes)."""
+        shape, dtype = q.shape, q.dtype
         q, k, v = flat_problems(q), flat_problems(k), flat_problems(v)
+        if qk_int8:
+            q, k = quantize_dequantize_qk(q, k)
         head_dim = q.shape[-1]
         q_order = cluster_order(plan.q_labels, plan.dense_prefix, plan.dense_suffix)
         k_order = cluster_order(plan.k_labels, plan.dense_prefix, plan.dense_suffix)
@@ -96,7 +101,7 @@ class TorchBackend:
             block_sizes_with_dense(plan.k_cluster_sizes, plan.dense_prefix, plan.dense_suffix),
             block_mask_with_dense(plan.block_mask), scale)
         out = torch.empty_like(out_permuted).scatter_(1, gather_q, out_permuted)
-        return out.to(q.dtype).view(shape)
+        return out.to(dtype).view(shape)
 
 
 _BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}

@@ -196,7 +196,8 @@ def run_shape(name: str, args, timer, device) -> dict:
     scale = 1.0 / math.sqrt(head_dim)
     result = {"shape": name, "bhnd": [batch, heads, num_tokens, head_dim], "dense_suffix": dense_suffix,
               "grid": list(grid), "num_q_clusters": args.q_clusters, "num_k_clusters": args.k_clusters,
-              "rows": []}
+              "qk": args.qk, "rows": []}
+    qk_int8 = args.qk == "int8"
     result["rows"] += dense_backends(q4, k4, v4, timer)
     best_dense = min(row["ms"] for row in result["rows"] if row["ms"] is not None)
 
@@ -264,7 +265,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         density = plan.density()
         row = {"method": f"SVG2 top_p={top_p}", "density": float(density.mean()), "kmeans_warm2_ms": kmeans_ms,
                "block_map_ms": timer(lambda p=top_p: block_mask_for(q_clusters, k_clusters, p))}
-        out = backend.sparse_attention(q, k, v, plan, scale)
+        out = backend.sparse_attention(q, k, v, plan, scale, qk_int8)
         if backend.name == "triton":
             launch = backend.plan_launch(plan, num_tokens, head_dim)
             row["plan_ms"] = timer(lambda: backend.plan_launch(plan, num_tokens, head_dim))
@@ -276,7 +277,7 @@ def run_shape(name: str, args, timer, device) -> dict:
                 k_source, v_source = candidate.key_source(k, v, candidate_launch)
                 label = candidate.config_for(head_dim).label()
                 kernels[label] = timer(lambda c=candidate, cl=candidate_launch, ks=k_source, vs=v_source: c.run_launch(
-                    q, ks, vs, cl, scale))
+                    q, ks, vs, cl, scale, qk_int8))
             row["kernel_ms_by_config"] = kernels
             row["kernel_ms"] = min(kernels.values())
             row["unpermute_ms"] = 0.0  # fused: the kernel stores each row at its original position
@@ -284,18 +285,18 @@ def run_shape(name: str, args, timer, device) -> dict:
             def whole_call(p=top_p):
                 qc = backend.kmeans(q_points, q_warm_init, 2)
                 kc = backend.kmeans(k_points, k_warm_init, 2)
-                return backend.sparse_attention(q, k, v, plan_for(qc, kc, p), scale)
+                return backend.sparse_attention(q, k, v, plan_for(qc, kc, p), scale, qk_int8)
             row["total_ms"] = timer(whole_call)
             row["speedup_vs_best_dense"] = best_dense / row["total_ms"]
             row["kernel_vs_density_x_dense"] = row["kernel_ms"] / (row["density"] * best_dense)
         else:
-            row["total_ms"] = timer(lambda: backend.sparse_attention(q, k, v, plan, scale)) + kmeans_ms
+            row["total_ms"] = timer(lambda: backend.sparse_attention(q, k, v, plan, scale, qk_int8)) + kmeans_ms
         base = positional_plan(q, k, density, scale)
         base_density = base.density()
         base_row = {"method": f"positional 128x64 blocks @ SVG2 top_p={top_p}", "density": float(base_density.mean())}
-        base_out = backend.sparse_attention(q, k, v, base, scale)
+        base_out = backend.sparse_attention(q, k, v, base, scale, qk_int8)
         if backend.name == "triton":
-            base_row["kernel_ms"] = timer(lambda: backend.sparse_attention(q, k, v, base, scale))
+            base_row["kernel_ms"] = timer(lambda: backend.sparse_attention(q, k, v, base, scale, qk_int8))
         q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
         k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
         mask_ext = block_mask_with_dense(block_mask)
@@ -322,7 +323,7 @@ def run_shape(name: str, args, timer, device) -> dict:
 
 def format_table(result: dict) -> str:
     lines = [f"== {result['shape']} {tuple(result['bhnd'])} dense_suffix={result['dense_suffix']} "
-             f"clusters {result['num_q_clusters']}/{result['num_k_clusters']}; k-means warm x2 "
+             f"clusters {result['num_q_clusters']}/{result['num_k_clusters']}; QK {result['qk']}; k-means warm x2 "
              f"{result['kmeans_warm2_ms']:.2f} ms, cold x50 {result.get('kmeans_cold_ms') or float('nan'):.1f} ms"]
     header = f"{'method':46} {'ms':>8} {'density':>8} {'err/dense':>9} {'recall':>7} {'err/orc':>8} {'torch':>8}  stages"
     lines.append(header)
@@ -367,6 +368,8 @@ def main(argv=None) -> int:
                         help="routing thresholds for comfy-kitchen's sol_attn, when it is importable")
     parser.add_argument("--backend", choices=["triton", "torch"], default=None,
                         help="default: triton on a GPU, torch on the CPU (triton there needs TRITON_INTERPRET=1)")
+    parser.add_argument("--qk", choices=["int8", "input"], default="int8",
+                        help="attention scores from int8 codes of q and k (the node's default) or in the input dtype")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

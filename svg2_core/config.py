@@ -34,6 +34,8 @@ class SVG2Config:
     kmeans_init_iters: Lloyd iterations on a cold start (no cached centroids).
     kmeans_iters: Lloyd iterations when warm-started from the cached centroids of the previous call.
     seed: seeds the cold-start centroid sampling; same seed, same input -> same clusters.
+    qk_int8: attention scores from int8 codes of q and k, as SageAttention does (svg2_core.quantize); P V
+        stays in the input dtype. Off: exact up to the input dtype (top_p 1.0 = dense attention).
     """
 
     top_p: float = 0.9
@@ -43,6 +45,7 @@ class SVG2Config:
     kmeans_init_iters: int = 50
     kmeans_iters: int = 2
     seed: int = 0
+    qk_int8: bool = False
 
     def __post_init__(self) -> None:
         _check_float("top_p", self.top_p, "(0, 1]", lambda p: 0.0 < p <= 1.0)
@@ -52,6 +55,8 @@ class SVG2Config:
         _check_int("kmeans_init_iters", self.kmeans_init_iters, 1, 1000)
         _check_int("kmeans_iters", self.kmeans_iters, 1, 1000)
         _check_int("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.qk_int8, bool):
+            raise ValueError(f"qk_int8 must be True or False, got {self.qk_int8!r}")
 
     @property
     def min_kept_k_clusters(self) -> int:

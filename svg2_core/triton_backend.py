@@ -87,15 +87,15 @@ class TritonBackend:
         return k, v
 
     def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
-                   launch: AttentionLaunch, scale: float) -> torch.Tensor:
-        """The "run" half: q in original order, k / v from `key_source`."""
-        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]))
+                   launch: AttentionLaunch, scale: float, qk_int8: bool = False) -> torch.Tensor:
+        """The "run" half: q in original order, k / v from `key_source` (with qk_int8, k is coded first)."""
+        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]), qk_int8)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
-                         scale: float) -> torch.Tensor:
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
         """q, k, v: [G, N, D] or [B, H, N, D] in original order, read in place; returns q's shape and dtype,
-        original order, q's strides when q is dense."""
+        original order, q's strides when q is dense. qk_int8: int8 scores (svg2_core.quantize)."""
         q, k, v = as_problems(q), as_problems(k), as_problems(v)
         launch = self.plan_launch(plan, q.shape[-2], q.shape[-1])
         k_source, v_source = self.key_source(k, v, launch)
-        return self.run_launch(q, k_source, v_source, launch, scale)
+        return self.run_launch(q, k_source, v_source, launch, scale, qk_int8)

@@ -21,7 +21,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from svg2_core.triton_kernels import attention, kmeans, permute, plan, selection  # noqa: E402
+from svg2_core.triton_kernels import attention, kmeans, permute, plan, quantize, selection  # noqa: E402
 
 # Pointer element types by argument name (anything else ending in _ptr is int32); scalar arguments are
 # int32 except the float ones listed.
@@ -29,30 +29,42 @@ POINTER_TYPES = {
     "points_ptr": "*bf16", "centroids_ptr": "*bf16", "centroid_sq_norms_ptr": "*fp32", "old_centroids_ptr": "*fp32",
     "probabilities_ptr": "*fp32", "mask_ptr": "*i1", "block_mask_ptr": "*u8", "kv_tile_starts_ptr": "*i64",
     "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16", "k_out_ptr": "*bf16",
-    "v_out_ptr": "*bf16",
+    "v_out_ptr": "*bf16", "k_scale_ptr": "*fp32", "sums_ptr": "*fp32", "maxs_ptr": "*fp32", "mins_ptr": "*fp32",
+    "mean_ptr": "*fp32", "multiplier_ptr": "*fp32", "codes_ptr": "*i8", "scales_ptr": "*fp32", "q_scale_ptr": "*fp32",
 }
+INT8_CODES = {"q_ptr": "*i8", "k_ptr": "*i8"}
 FLOAT_SCALARS = {"top_p", "qk_scale"}
 
-# (kernel, constexprs, num_warps, num_stages): the fast path's launches at head_dim 128 and 64.
+# (kernel, constexprs, num_warps, num_stages[, pointer types that differ]): the fast path's launches at
+# head_dim 128 and 64.
 KERNELS = [
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
     (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),
     (selection._top_p_kernel, dict(BLOCK_K=1024), 1, 3),
     (plan._kv_plan_kernel, dict(BLOCK_N=128, WORDS=2, CHUNK=1024), 4, 3),
     (attention._kv_rows_kernel, dict(BLOCK_N=128, WORDS=2, TILES=4, USE_ASM=True, ORIGINAL_ROWS=True), 2, 3),
-    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, UPCAST=False), 8, 3),
-    (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=64, BLOCK_N=64, UPCAST=False), 4, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=False, UPCAST=False), 8, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=64, BLOCK_N=64, QK_INT8=False, UPCAST=False), 4, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False), 8, 3,
+     INT8_CODES),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=128, QK_INT8=True, UPCAST=False), 4, 3,
+     INT8_CODES),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=True, UPCAST=False), 4, 3,
+     INT8_CODES),
+    (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=1024, BLOCK_T=64), 4, 3),
+    (quantize._key_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
+    (quantize._query_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
     (permute._gather_rows_kernel, dict(HEAD_DIM=128, BLOCK_R=64), 4, 3),
 ]
 
 
-def signature_of(kernel, constexprs: dict) -> dict:
+def signature_of(kernel, constexprs: dict, pointer_types: dict | None = None) -> dict:
     signature = {}
     for name in kernel.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = POINTER_TYPES.get(name, "*i32")
+            signature[name] = {**POINTER_TYPES, **(pointer_types or {})}.get(name, "*i32")
         else:
             signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
     return signature
@@ -62,10 +74,11 @@ def main() -> int:
     failures = 0
     for capability in (90, 80):
         target = GPUTarget("cuda", capability, 32)
-        for kernel, constexprs, warps, stages in KERNELS:
+        for kernel, constexprs, warps, stages, *pointer_types in KERNELS:
             label = f"sm_{capability} {kernel.__name__} {constexprs}"
             try:
-                source = ASTSource(fn=kernel, signature=signature_of(kernel, constexprs), constexprs=constexprs)
+                signature = signature_of(kernel, constexprs, *pointer_types)
+                source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
                 compiled = triton.compile(source, target=target, options={"num_warps": warps, "num_stages": stages})
                 print(f"ok   {label}: {compiled.metadata.shared} B shared", flush=True)
             except Exception as error:  # report every kernel, then fail

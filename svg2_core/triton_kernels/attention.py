@@ -26,6 +26,7 @@ import triton.language as tl
 from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 from .plan import AttentionLaunch
+from .quantize import quantize_keys, quantize_queries
 
 _LOG2_E = 1.4426950408889634
 
@@ -143,13 +144,19 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
 
 
 @triton.jit
-def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr):
-    """One key tile of the online softmax: new running max, rescaled running sum and accumulator."""
-    scores = tl.dot(q, tl.trans(k))
+def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
+    """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
+    qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors."""
+    if QK_INT8:
+        scores = tl.dot(q, tl.trans(k)).to(tl.float32)
+        row_scale = qk_scale[:, None]
+    else:
+        scores = tl.dot(q, tl.trans(k))
+        row_scale = qk_scale
     if MASKED:
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)
-    p = tl.math.exp2(scores * qk_scale - m_new[:, None])
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
+    p = tl.math.exp2(scores * row_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -157,13 +164,16 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr):
 
 
 @triton.jit
-def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_block_ptr, tile_start_ptr,
+def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_ptr, q_rows_ptr, tile_block_ptr, tile_start_ptr,
                              q_block_end_ptr, kv_length_ptr, kv_rows_ptr, first_problem, num_tokens,
                              num_q_blocks, num_tiles, qk_scale, heads,
-                             q_stride_b, q_stride_h, q_stride_n, kv_stride_b, kv_stride_h, kv_stride_n,
-                             out_stride_b, out_stride_h, out_stride_n,
+                             q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
+                             v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             UPCAST: tl.constexpr):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+    """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
+    (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
+    pointers are unused."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -184,14 +194,17 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
     q_tokens = tl.where(row_ok, q_tokens, 0)
     q_base = q_ptr + batch_index * q_stride_b + head_index * q_stride_h
     q = tl.load(q_base + q_tokens[:, None] * q_stride_n + dims[None, :], mask=row_ok[:, None], other=0.0)
+    if QK_INT8:  # per row: s_q x s_k x softmax scale (log2 e folded in)
+        q_scale = tl.load(q_scale_ptr + problem_row + q_tokens, mask=row_ok, other=1.0)
+        qk_scale = q_scale * (tl.load(k_scale_ptr + problem) * qk_scale)
     if UPCAST:
         q = q.to(tl.float32)
 
     kv_length = tl.load(kv_length_ptr + block_slot)
     rows_base = kv_rows_ptr + (local_problem * num_q_blocks + q_block).to(tl.int64) * num_tokens
-    # one 64-bit base per problem; offsets inside it are int32 (N x token stride < 2^31), shared by k and v
-    k_base = k_ptr + batch_index * kv_stride_b + head_index * kv_stride_h
-    v_base = v_ptr + batch_index * kv_stride_b + head_index * kv_stride_h
+    # one 64-bit base per problem; offsets inside it are int32 (N x token stride < 2^31)
+    k_base = k_ptr + batch_index * k_stride_b + head_index * k_stride_h
+    v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -201,25 +214,23 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_rows_ptr, tile_bloc
     rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
     full_end = (kv_length // BLOCK_N) * BLOCK_N
     for key_start in range(0, full_end, BLOCK_N):
-        key_offsets = rows[:, None] * kv_stride_n + dims[None, :]
-        k = tl.load(k_base + key_offsets)
-        v = tl.load(v_base + key_offsets)
+        k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
+        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
         next_slots = key_start + BLOCK_N + within
         rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
-        key_offsets = rows[:, None] * kv_stride_n + dims[None, :]
-        k = tl.load(k_base + key_offsets)
-        v = tl.load(v_base + key_offsets)
+        k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
+        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         slot_ok = full_end + within < kv_length
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
@@ -253,21 +264,33 @@ def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem
 
 
 def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
-                     launch: AttentionLaunch, scale: float, config: AttentionConfig) -> torch.Tensor:
+                     launch: AttentionLaunch, scale: float, config: AttentionConfig,
+                     qk_int8: bool = False) -> torch.Tensor:
     """q: [G, N, D] or [B, H, N, D] in original order; k_source, v_source: the same shape, the original k, v
     or (config.sorted_keys) their cluster-sorted copies (rows = launch.k_rows). All read in place (any
-    strides, last dim contiguous; svg2_core.problems), one dtype (fp16/bf16).
+    strides, last dim contiguous; svg2_core.problems), one dtype (fp16/bf16). qk_int8: scores from int8 codes
+    of q and k (svg2_core.quantize), coded first (triton_kernels.quantize).
 
     Tiles come from `launch`, warps and stages from `config`. Returns out in q's shape, dtype, original
-    order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v.
+    order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v, and with
+    qk_int8 the codes of q and k (half their size).
     """
     num_problems, num_tokens, head_dim = problem_rows(q)
-    if k_source.stride() != v_source.stride() or num_tokens * ProblemStrides.of(k_source).token >= 2 ** 31:
-        k_source, v_source = k_source.contiguous(), v_source.contiguous()
-    q_strides, kv_strides = ProblemStrides.of(q), ProblemStrides.of(k_source)
-    if kv_strides.heads != q_strides.heads:
-        raise ValueError(f"k / v {tuple(k_source.shape)} and q {tuple(q.shape)} must have the same batch x heads layout")
     out = torch.empty_like(q)
+    if qk_int8:
+        q, q_scale = quantize_queries(q)
+        k_source, k_scale = quantize_keys(k_source)
+    else:
+        q_scale = k_scale = torch.empty(0, dtype=torch.float32, device=q.device)
+    # the kernel's key offsets within a problem are int32: rows too far apart are read from a compact copy
+    if num_tokens * ProblemStrides.of(k_source).token >= 2 ** 31:
+        k_source = k_source.contiguous()
+    if num_tokens * ProblemStrides.of(v_source).token >= 2 ** 31:
+        v_source = v_source.contiguous()
+    q_strides, k_strides, v_strides = ProblemStrides.of(q), ProblemStrides.of(k_source), ProblemStrides.of(v_source)
+    if k_strides.heads != q_strides.heads or v_strides.heads != q_strides.heads:
+        raise ValueError(f"k / v {tuple(k_source.shape)}, {tuple(v_source.shape)} and q {tuple(q.shape)} must "
+                         "have the same batch x heads layout")
     out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
@@ -281,9 +304,9 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
         for tile_block, tile_start, block_m, warps in launches:
             num_tiles = tile_block.shape[1]
             _sparse_attention_kernel[(num_tiles, problems)](
-                q, k_source, v_source, out, launch.q_rows, tile_block, tile_start, launch.q_block_end,
+                q, k_source, v_source, out, q_scale, k_scale, launch.q_rows, tile_block, tile_start, launch.q_block_end,
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
-                q_strides.heads, *q_strides.strides, *kv_strides.strides, *out_strides.strides,
-                HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, UPCAST=interpreting(),
-                num_warps=warps, num_stages=config.num_stages)
+                q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
+                HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, QK_INT8=qk_int8,
+                UPCAST=interpreting(), num_warps=warps, num_stages=config.num_stages)
     return out

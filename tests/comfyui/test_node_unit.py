@@ -32,7 +32,7 @@ def test_widgets_have_the_documented_names_defaults_and_numeric_tooltips():
     assert list(inputs["required"]) == ["model", "top_p", "num_q_clusters", "num_k_clusters",
                                         "dense_warmup_steps", "dense_layers", "backend"]
     assert list(inputs["optional"]) == ["dense_last_steps", "min_k_cluster_ratio", "kmeans_iters", "min_tokens",
-                                        "allow_compile"]
+                                        "allow_compile", "qk_int8"]
     assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
     required = inputs["required"]
     assert required["top_p"][0] == "FLOAT" and required["top_p"][1]["display"] == "slider"
@@ -40,7 +40,7 @@ def test_widgets_have_the_documented_names_defaults_and_numeric_tooltips():
                 if name != "model"}
     assert defaults == {"top_p": 0.9, "num_q_clusters": 300, "num_k_clusters": 1000, "dense_warmup_steps": 10,
                         "dense_layers": 1, "backend": "auto", "dense_last_steps": 0, "min_k_cluster_ratio": 0.1,
-                        "kmeans_iters": 2, "min_tokens": 8192, "allow_compile": False}
+                        "kmeans_iters": 2, "min_tokens": 8192, "allow_compile": False, "qk_int8": True}
     assert required["backend"][0] == ["auto", "triton", "torch"]
     for name, spec in {**required, **inputs["optional"]}.items():
         assert any(char.isdigit() for char in spec[1]["tooltip"]) or name in ("model", "backend"), name
@@ -54,10 +54,28 @@ def test_widgets_have_the_documented_names_defaults_and_numeric_tooltips():
     ("dense_layers", 2.5, r"dense_layers must be an int in \[0, 1000\], got 2.5"),
     ("backend", "cuda", r"backend must be one of \['auto', 'triton', 'torch'\], got 'cuda'"),
     ("min_tokens", -1, r"min_tokens must be an int"),
+    ("qk_int8", "on", r"qk_int8 must be true or false, got 'on'"),
 ])
 def test_bad_widget_values_raise_naming_the_allowed_range(name, value, message):
     with pytest.raises(ValueError, match=message):
         NODE().patch(None, **{**SETTINGS, name: value})
+
+
+def test_qk_int8_reaches_the_config_on_by_default(monkeypatch):
+    configs = []
+
+    class RecordingPatch:
+        def __init__(self, config, *args):
+            configs.append(config)
+
+        def install(self, model_patcher):
+            pass
+
+    monkeypatch.setattr(svg2_patch, "SVG2Patch", RecordingPatch)
+    model = types.SimpleNamespace(clone=lambda: types.SimpleNamespace(model_options={}))
+    NODE().patch(model, **SETTINGS)
+    NODE().patch(model, **SETTINGS, qk_int8=False)
+    assert [config.qk_int8 for config in configs] == [True, False]
 
 
 def test_step_index_matches_then_brackets():
@@ -97,9 +115,10 @@ def test_memory_estimate_increase_counts_three_activations_per_video_token():
     hunyuan = geometry_module.geometry_of(_fake_model("comfy.ldm.hunyuan_video.model", patch_size=[1, 2, 2],
                                                       hidden_size=3072, double_blocks=[object()] * 2))
     assert (wan14b.inner_dim, hunyuan.inner_dim) == (5120, 3072)
-    # MiB per latent element: the row table's 3 q-sized activations x 5120 values per token / 4 latent
-    # elements per token, over ComfyUI's dtype_size x 0.01 MiB per unit of memory_usage_factor
-    expected = 3 * 5120 / 4 / (0.01 * 1024 * 1024)
+    # MiB per latent element: 4 q-sized activations (the row table's 3, the int8 codes of q and k 1) x 5120
+    # values per token / 4 latent elements per token, over ComfyUI's dtype_size x 0.01 MiB per unit of
+    # memory_usage_factor
+    expected = 4 * 5120 / 4 / (0.01 * 1024 * 1024)
     assert geometry_module.memory_usage_factor_increase(wan14b) == pytest.approx(expected)
     assert geometry_module.memory_usage_factor_increase(hunyuan) == pytest.approx(expected * 3072 / 5120)
     unknown = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2)))

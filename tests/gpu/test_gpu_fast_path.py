@@ -22,16 +22,17 @@ def _problem(dtype, head_dim, dense_suffix):
     return tuple(x.reshape(4, -1, head_dim) for x in (q, k, v))
 
 
-def _svg2_call(backend, q, k, v, q_init, k_init, dense_suffix, scale):
+def _svg2_call(backend, q, k, v, q_init, k_init, dense_suffix, scale, qk_int8=False):
     clustered = slice(0, q.shape[1] - dense_suffix)
     qc = backend.kmeans(q[:, clustered], q_init, 2)
     kc = backend.kmeans(k[:, clustered], k_init, 2)
     mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, 0.9, 20, scale)
     plan = ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes, kc.cluster_sizes, mask, 0, dense_suffix)
-    return backend.sparse_attention(q, k, v, plan, scale), plan
+    return backend.sparse_attention(q, k, v, plan, scale, qk_int8), plan
 
 
-def test_whole_call_captures_in_a_cuda_graph_and_replays_identically():
+@pytest.mark.parametrize("qk_int8", [False, True])
+def test_whole_call_captures_in_a_cuda_graph_and_replays_identically(qk_int8):
     from svg2_core.triton_backend import TritonBackend
 
     backend = TritonBackend()
@@ -39,21 +40,22 @@ def test_whole_call_captures_in_a_cuda_graph_and_replays_identically():
     scale = 1 / math.sqrt(128)
     q_init = q[:, :100].float().contiguous()
     k_init = k[:, 200:400].float().contiguous()
-    eager, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+    eager, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale, qk_int8)
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+        _svg2_call(backend, q, k, v, q_init, k_init, 64, scale, qk_int8)
         with torch.cuda.graph(graph, stream=stream):
-            captured, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale)
+            captured, _ = _svg2_call(backend, q, k, v, q_init, k_init, 64, scale, qk_int8)
     torch.cuda.current_stream().wait_stream(stream)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, eager)
 
 
-def test_extra_memory_of_a_sparse_call_is_within_twice_qkv():
+@pytest.mark.parametrize("qk_int8", [False, True])
+def test_extra_memory_of_a_sparse_call_is_within_twice_qkv(qk_int8):
     from svg2_core.triton_backend import TritonBackend
 
     backend = TritonBackend()
@@ -63,7 +65,7 @@ def test_extra_memory_of_a_sparse_call_is_within_twice_qkv():
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    backend.sparse_attention(q, k, v, plan, scale)
+    backend.sparse_attention(q, k, v, plan, scale, qk_int8)
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
     assert extra <= 2 * 3 * q.numel() * q.element_size()
@@ -84,3 +86,26 @@ def test_kernel_error_within_twice_torch_low_precision(dtype, head_dim):
     quality = sampled_quality(q, k, v, {"svg2": out},
                               {"svg2": lambda g, rows: mask[g][q_block[g, rows]][:, k_block[g]]}, scale, 512)
     assert quality["svg2"]["error_vs_oracle"] <= 2 * quality["svg2"]["torch_lowp_error_vs_oracle"]
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_int8_scores_within_twice_torch_bf16(head_dim):
+    """The issue's bar for the kernel, met with int8 scores: error against the fp32 oracle at most twice
+    PyTorch's doing the same masked attention in bf16."""
+    from svg2_core.triton_backend import TritonBackend
+
+    dense_suffix = 64
+    q, k, v = _problem(torch.bfloat16, head_dim, dense_suffix)
+    scale = 1 / math.sqrt(head_dim)
+    out, plan = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale,
+                           qk_int8=True)
+    exact, _ = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale)
+    q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
+    k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
+    mask = block_mask_with_dense(plan.block_mask)
+    quality = sampled_quality(q, k, v, {"int8": out, "bf16": exact},
+                              {name: lambda g, rows: mask[g][q_block[g, rows]][:, k_block[g]] for name in ("int8", "bf16")},
+                              scale, 512)
+    assert quality["int8"]["error_vs_oracle"] <= 2 * quality["int8"]["torch_lowp_error_vs_oracle"]
+    # the int8 path ran: its error is above the bf16 kernel's
+    assert quality["int8"]["error_vs_oracle"] > quality["bf16"]["error_vs_oracle"]

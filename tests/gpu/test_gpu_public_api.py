@@ -9,6 +9,7 @@ from svg2_core.synthetic import structured_qkv
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CONFIG = SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160)
+CONFIGS = [CONFIG, SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160, qk_int8=True)]
 
 
 def _node_layout_inputs():
@@ -17,23 +18,25 @@ def _node_layout_inputs():
     return [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v)]
 
 
-def test_warm_call_makes_no_host_synchronisation():
+@pytest.mark.parametrize("config", CONFIGS, ids=["bf16", "int8"])
+def test_warm_call_makes_no_host_synchronisation(config):
     q, k, v = _node_layout_inputs()
     state = SVG2State()
-    svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64, backend="triton")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+        out = svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64, backend="triton")
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == q.shape and torch.isfinite(out).all()
 
 
-def test_warm_public_call_replays_in_a_cuda_graph():
+@pytest.mark.parametrize("config", CONFIGS, ids=["bf16", "int8"])
+def test_warm_public_call_replays_in_a_cuda_graph(config):
     q, k, v = _node_layout_inputs()
     state = SVG2State()
-    svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64, backend="triton")
+    svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64, backend="triton")
     cached = state.entry("layer")
     q_centroids, k_centroids = cached.q_centroids.clone(), cached.k_centroids.clone()
 
@@ -45,13 +48,13 @@ def test_warm_public_call_replays_in_a_cuda_graph():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        expected = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64,
+        expected = svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64,
                                   backend="triton")
     torch.cuda.current_stream().wait_stream(side)
     restore_centroids()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = svg2_attention(q, k, v, CONFIG, state=state, cache_key="layer", dense_suffix=64,
+        captured = svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64,
                                   backend="triton")
     restore_centroids()
     graph.replay()
