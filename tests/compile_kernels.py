@@ -51,7 +51,7 @@ KERNELS = [
      INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=True, UPCAST=False), 4, 3,
      INT8_CODES),
-    (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=1024, BLOCK_T=64), 4, 3),
+    (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=256, BLOCK_T=32), 4, 3),
     (quantize._key_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
     (quantize._query_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
     (permute._gather_rows_kernel, dict(HEAD_DIM=128, BLOCK_R=64), 4, 3),
