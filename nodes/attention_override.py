@@ -6,6 +6,7 @@ Everything SVG2 does not serve goes to the previous override, else to `func`, wi
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +62,12 @@ class AttentionCall:
         return out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
 
 
+# int8 scores (SVG2Config.qk_int8) only from this many tokens per call: on an H200 they made the Wan 720p call
+# faster (75,600 tokens: sparse kernel 84 -> 80 ms at 30% density) and the Wan 480p call slower (32,760 tokens:
+# +0.3-0.5 ms of 5-8 ms, coding q and k included), BENCHMARKS.md session 4.
+QK_INT8_MIN_TOKENS = 50_000
+
+
 class SVG2AttentionOverride:
     """Callable installed as `transformer_options["optimized_attention_override"]`.
 
@@ -72,6 +79,7 @@ class SVG2AttentionOverride:
                  allow_compile: bool) -> None:
         self.owner = owner
         self.config = config
+        self._config_without_int8 = dataclasses.replace(config, qk_int8=False)
         self.schedule = schedule
         self.backend = backend
         self.previous = previous
@@ -158,8 +166,9 @@ class SVG2AttentionOverride:
         position = context.geometry.text_position
         stats = context.run.stats
         timer = stats.start_timer(call.q.device)
+        config = self.config if call.q.shape[2] >= QK_INT8_MIN_TOKENS else self._config_without_int8
         out, info = svg2_attention(
-            call.q, call.k, call.v, self.config, state=context.run.centroids,
+            call.q, call.k, call.v, config, state=context.run.centroids,
             cache_key=(call.layer_key, context.branch, call.q.shape[2]),
             dense_prefix=text if position == "prefix" else 0, dense_suffix=text if position == "suffix" else 0,
             backend="torch" if self.backend == "torch" else "triton", return_info=True)

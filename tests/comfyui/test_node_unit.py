@@ -128,9 +128,9 @@ def test_memory_estimate_increase_counts_three_activations_per_video_token():
 HEADS, HEAD_DIM, VIDEO = 2, 16, 24
 
 
-def _override(previous=None, **schedule):
+def _override(previous=None, qk_int8=False, **schedule):
     owner = object()
-    config = pack.svg2_core.SVG2Config(top_p=1.0, num_q_clusters=2, num_k_clusters=3)
+    config = pack.svg2_core.SVG2Config(top_p=1.0, num_q_clusters=2, num_k_clusters=3, qk_int8=qk_int8)
     plan = dict(dense_warmup_steps=0, dense_last_steps=0, dense_layers=0, min_tokens=0)
     plan.update(schedule)
     override = override_module.SVG2AttentionOverride(owner, config, override_module.Schedule(**plan), "torch",
@@ -160,6 +160,26 @@ def _qkv(tokens, skip_reshape, seed=0):
     generator = torch.Generator().manual_seed(seed)
     shape = (1, HEADS, tokens, HEAD_DIM) if skip_reshape else (1, tokens, HEADS * HEAD_DIM)
     return [torch.randn(shape, generator=generator) for _ in range(3)]
+
+
+@pytest.mark.parametrize("min_tokens, expected", [(override_module.QK_INT8_MIN_TOKENS, False), (VIDEO, True)])
+def test_int8_scores_only_from_the_token_threshold(monkeypatch, min_tokens, expected):
+    monkeypatch.setattr(override_module, "QK_INT8_MIN_TOKENS", min_tokens)
+    seen = []
+    real_call = override_module.svg2_attention
+
+    def recording_call(q, k, v, config, **kwargs):
+        seen.append(config)
+        return real_call(q, k, v, config, **kwargs)
+
+    monkeypatch.setattr(override_module, "svg2_attention", recording_call)
+    override = _override(qk_int8=True)
+    context = _context(override)
+    q, k, v = _qkv(VIDEO, False)
+    override(_dense_reference, q, k, v, HEADS, _inside_attn_wrapper=True,
+             transformer_options={override_module.FORWARD_KEY: context})
+    assert [config.qk_int8 for config in seen] == [expected]
+    assert override.config.qk_int8 is True  # the user's setting itself is kept
 
 
 @pytest.mark.parametrize("skip_reshape, skip_output_reshape", [(False, False), (True, False), (True, True)])
