@@ -17,7 +17,7 @@ REQUIRED_WIDGETS = {
     "top_p": ("FLOAT", 0.9, 0.01, 1.0, 0.01,
               "Share of each query cluster's estimated attention mass to keep. 1.0 = exact dense attention; "
               "0.9 (official default) computes about 30% of the attention map on 720p Wan/HunyuanVideo "
-              "(measured on an H200 at 720p: 2.2x faster attention at 30%, about 4x at 15%); lower is faster and "
+              "(measured on an H200 at 720p: 2.3x faster attention at 30%, 4.2x at 15%); lower is faster and "
               "less faithful."),
     "num_q_clusters": ("INT", 300, 1, 4096, 1,
                        "k-means clusters for queries, per head. 300 for 720p, 200 for 480p (official scripts); "
@@ -43,7 +43,7 @@ ADVANCED_WIDGETS = {
                      "the first sparse step runs 50 from scratch)."),
     "min_tokens": ("INT", 8192, 0, 10_000_000, 1,
                    "Calls with fewer tokens stay dense. Measured on an H200 at 30% density: 1.5x faster "
-                   "attention at 32,760 tokens (Wan 480p, 81 frames), 2.2x at 75,600 (720p); shorter "
+                   "attention at 32,760 tokens (Wan 480p, 81 frames), 2.3x at 75,600 (720p); shorter "
                    "sequences gain less or lose time."),
 }
 BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
