@@ -12,7 +12,7 @@ through a row-index array loaded one tile ahead (how the production kernel reads
 - QK precision: bf16 (production), int8 q and k with per-token scales (k smoothed by its per-head channel
   mean, which no softmax row can see), int8 with one scale per head for k, fp8 e4m3 with per-token scales.
   P V stays bf16 with fp32 accumulation.
-Errors are against an fp32 oracle on the first problem's first 4,096 query rows, next to cuDNN's.
+Errors are against an fp64 oracle on the first problem's first 4,096 query rows, next to cuDNN's.
 Nothing here is used by the node; it decides whether the production kernel should change.
 """
 from __future__ import annotations
