@@ -110,8 +110,6 @@ class SVG2SparseAttention:
             _checked(name, value, specs[name])
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not isinstance(qk_int8, bool):
-            raise ValueError(f"qk_int8 must be true or false, got {qk_int8!r}")
         config = SVG2Config(top_p=float(top_p), num_q_clusters=num_q_clusters, num_k_clusters=num_k_clusters,
                             min_k_cluster_ratio=float(min_k_cluster_ratio), kmeans_iters=kmeans_iters,
                             qk_int8=qk_int8)

@@ -54,7 +54,7 @@ def test_widgets_have_the_documented_names_defaults_and_numeric_tooltips():
     ("dense_layers", 2.5, r"dense_layers must be an int in \[0, 1000\], got 2.5"),
     ("backend", "cuda", r"backend must be one of \['auto', 'triton', 'torch'\], got 'cuda'"),
     ("min_tokens", -1, r"min_tokens must be an int"),
-    ("qk_int8", "on", r"qk_int8 must be true or false, got 'on'"),
+    ("qk_int8", "on", r"qk_int8 must be True or False, got 'on'"),
 ])
 def test_bad_widget_values_raise_naming_the_allowed_range(name, value, message):
     with pytest.raises(ValueError, match=message):
