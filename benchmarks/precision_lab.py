@@ -37,6 +37,9 @@ EXP2_C2 = tl.constexpr(0.22606678)
 EXP2_C3 = tl.constexpr(0.07802406)
 
 QK_BF16, QK_INT8_TOKEN, QK_INT8_HEAD, QK_FP8_TOKEN = 0, 1, 2, 3
+PV_BF16, PV_FP8, PV_FP8_TRANSPOSED = 0, 1, 2
+# P in [0, 1] is scaled into e4m3's normal range (max 448) before the cast; the output divides it out
+P_FP8_SCALE = tl.constexpr(256.0)
 EXP_MUFU, EXP_POLY, EXP_HALF, EXP_NONE = 0, 1, 2, 3
 
 
@@ -67,12 +70,15 @@ def _exp2(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXP: tl.constexpr):
 
 
 @triton.jit
-def _lab_kernel(q_ptr, k_ptr, v_ptr, q_scale_ptr, k_scale_ptr, out_ptr, rows_ptr, num_tokens, kv_length, qk_scale,
+def _lab_kernel(q_ptr, k_ptr, v_ptr, q_scale_ptr, k_scale_ptr, v_scale_ptr, out_ptr, rows_ptr, num_tokens,
+                kv_length, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GATHER: tl.constexpr,
-                QK: tl.constexpr, EXP: tl.constexpr):
+                QK: tl.constexpr, EXP: tl.constexpr, PV: tl.constexpr):
     """q_ptr, k_ptr: [G, N, D] bf16 (QK 0), int8 (1, 2) or fp8 (3); v_ptr, out_ptr: [G, N, D] bf16;
     q_scale_ptr, k_scale_ptr: [G, N] fp32 (QK 1, 3; QK 2: k_scale [G], one per problem); rows_ptr: [G * N]
-    int32 flat key rows (GATHER). out = softmax(q k[:kv_length]^T * scale) v[:kv_length]."""
+    int32 flat key rows (GATHER). out = softmax(q k[:kv_length]^T * scale) v[:kv_length].
+    PV 1: v_ptr holds fp8 e4m3 codes [G, N, D] with v_scale_ptr [G, D] per-channel scales, P is cast to fp8
+    (times P_FP8_SCALE); PV 2: the same codes stored transposed, [G, D, N] (the layout fp8 wgmma wants)."""
     tile = tl.program_id(0)
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
@@ -103,7 +109,10 @@ def _lab_kernel(q_ptr, k_ptr, v_ptr, q_scale_ptr, k_scale_ptr, out_ptr, rows_ptr
             rows = start + within
         offsets = rows[:, None] * HEAD_DIM + dims[None, :]
         k = tl.load(k_problem + offsets)
-        v = tl.load(v_problem + offsets)
+        if PV == 2:
+            v = tl.trans(tl.load(v_problem + dims[:, None] * num_tokens + rows[None, :]))
+        else:
+            v = tl.load(v_problem + offsets)
         if QK == 0:
             scores = tl.dot(q, tl.trans(k))
         elif QK == 2:
@@ -115,16 +124,37 @@ def _lab_kernel(q_ptr, k_ptr, v_ptr, q_scale_ptr, k_scale_ptr, out_ptr, rows_ptr
         p = _exp2(scores * row_scale[:, None] - m_new[:, None], BLOCK_M, BLOCK_N, EXP)
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(tl.bfloat16), v, acc * alpha[:, None])
+        if PV == 0:
+            acc = tl.dot(p.to(tl.bfloat16), v, acc * alpha[:, None])
+        else:
+            acc = tl.dot((p * P_FP8_SCALE).to(tl.float8e4nv), v, acc * alpha[:, None])
         m_i = m_new
-    out = acc / l_i[:, None]
+    if PV == 0:
+        out = acc / l_i[:, None]
+    else:
+        out = acc * (tl.load(v_scale_ptr + problem * HEAD_DIM + dims)[None, :] / P_FP8_SCALE) / l_i[:, None]
     tl.store(out_ptr + problem_offset + q_tokens[:, None] * HEAD_DIM + dims[None, :], out.to(tl.bfloat16))
 
 
 QK_NAMES = {QK_BF16: "bf16", QK_INT8_TOKEN: "int8/token", QK_INT8_HEAD: "int8/head-k", QK_FP8_TOKEN: "fp8/token"}
 EXP_NAMES = {EXP_MUFU: "ex2", EXP_POLY: "poly", EXP_HALF: "half poly", EXP_NONE: "no exp"}
-VARIANTS = [(QK_BF16, EXP_MUFU), (QK_BF16, EXP_POLY), (QK_BF16, EXP_HALF), (QK_BF16, EXP_NONE),
-            (QK_INT8_TOKEN, EXP_MUFU), (QK_INT8_TOKEN, EXP_HALF), (QK_INT8_HEAD, EXP_MUFU), (QK_FP8_TOKEN, EXP_MUFU)]
+PV_NAMES = {PV_BF16: "bf16", PV_FP8: "fp8", PV_FP8_TRANSPOSED: "fp8 v^T"}
+# (QK, EXP, PV)
+VARIANTS = [(QK_BF16, EXP_MUFU, PV_BF16), (QK_BF16, EXP_NONE, PV_BF16), (QK_INT8_HEAD, EXP_MUFU, PV_BF16),
+            (QK_INT8_HEAD, EXP_MUFU, PV_FP8), (QK_INT8_HEAD, EXP_MUFU, PV_FP8_TRANSPOSED),
+            (QK_BF16, EXP_MUFU, PV_FP8)]
+
+
+def quantize_values(v, pv):
+    """v: [G, N, D] bf16 -> (codes in the variant's dtype and layout, per-channel scales [G, D] fp32)."""
+    if pv == PV_BF16:
+        return v, torch.ones(v.shape[0], v.shape[2], device=v.device)
+    top = torch.finfo(torch.float8_e4m3fn).max
+    v_scale = v.float().abs().amax(1).clamp_min(1e-12) / top
+    codes = (v.float() / v_scale[:, None, :]).to(torch.float8_e4m3fn)
+    if pv == PV_FP8_TRANSPOSED:
+        codes = codes.transpose(1, 2).contiguous()
+    return codes, v_scale.contiguous()
 
 
 def quantize(q, k, qk):
@@ -147,15 +177,17 @@ def quantize(q, k, qk):
             q_scale.contiguous(), k_scale.contiguous())
 
 
-def run_variant(q, k, v, rows, kv_length, qk, exp, gather, block_m=128, block_n=128, warps=8, stages=3):
+def run_variant(q, k, v, rows, kv_length, qk, exp, pv, gather, block_m=128, block_n=128, warps=8, stages=3):
     num_problems, num_tokens, head_dim = q.shape
     q_in, k_in, q_scale, k_scale = quantize(q, k, qk)
+    v_in, v_scale = quantize_values(v, pv)
     out = torch.empty_like(v)
 
     def launch():
         _lab_kernel[(num_tokens // block_m, num_problems)](
-            q_in, k_in, v, q_scale, k_scale, out, rows, num_tokens, kv_length, LOG2_E / math.sqrt(head_dim),
-            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, GATHER=gather, QK=qk, EXP=exp,
+            q_in, k_in, v_in, q_scale, k_scale, v_scale, out, rows, num_tokens, kv_length,
+            LOG2_E / math.sqrt(head_dim),
+            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, GATHER=gather, QK=qk, EXP=exp, PV=pv,
             num_warps=warps, num_stages=stages)
         return out
     return launch
@@ -167,14 +199,15 @@ def compile_only() -> int:
 
     dtypes = {QK_BF16: "*bf16", QK_INT8_TOKEN: "*i8", QK_INT8_HEAD: "*i8", QK_FP8_TOKEN: "*fp8e4nv"}
     failures = 0
-    for qk, exp in VARIANTS:
+    for qk, exp, pv in VARIANTS:
         for gather in (False, True):
-            signature = {name: ("constexpr" if name in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", "GATHER", "QK", "EXP")
+            signature = {name: ("constexpr" if name in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", "GATHER", "QK", "EXP", "PV")
                                 else "i32") for name in _lab_kernel.arg_names}
-            signature.update(q_ptr=dtypes[qk], k_ptr=dtypes[qk], v_ptr="*bf16", out_ptr="*bf16",
-                             q_scale_ptr="*fp32", k_scale_ptr="*fp32", rows_ptr="*i32", qk_scale="fp32")
-            constexprs = dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, GATHER=gather, QK=qk, EXP=exp)
-            label = f"{QK_NAMES[qk]:12s} {EXP_NAMES[exp]:9s} gather={int(gather)}"
+            signature.update(q_ptr=dtypes[qk], k_ptr=dtypes[qk], v_ptr="*bf16" if pv == PV_BF16 else "*fp8e4nv",
+                             out_ptr="*bf16", q_scale_ptr="*fp32", k_scale_ptr="*fp32", v_scale_ptr="*fp32",
+                             rows_ptr="*i32", qk_scale="fp32")
+            constexprs = dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, GATHER=gather, QK=qk, EXP=exp, PV=pv)
+            label = f"{QK_NAMES[qk]:12s} {EXP_NAMES[exp]:9s} PV {PV_NAMES[pv]:8s} gather={int(gather)}"
             try:
                 compiled = triton.compile(ASTSource(fn=_lab_kernel, signature=signature, constexprs=constexprs),
                                           target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3})
@@ -247,10 +280,10 @@ def main(argv=None) -> int:
     rows = torch.cat([permutation, torch.zeros(num_problems, num_tokens - kv_length, device=device, dtype=torch.long)], 1)
     rows = (rows + offsets).to(torch.int32).reshape(-1).contiguous()
     for gather in (False, True):
-        for qk, exp in VARIANTS:
-            name = f"{'gathered' if gather else 'affine'} QK {QK_NAMES[qk]}, {EXP_NAMES[exp]}"
+        for qk, exp, pv in VARIANTS:
+            name = f"{'gathered' if gather else 'affine'} QK {QK_NAMES[qk]}, {EXP_NAMES[exp]}, PV {PV_NAMES[pv]}"
             try:
-                launch = run_variant(q, k, v, rows, kv_length, qk, exp, gather)
+                launch = run_variant(q, k, v, rows, kv_length, qk, exp, pv, gather)
                 out = launch().clone()
                 ms = bench(launch)
                 report(name, ms, vs_yardstick=ms / yardstick, error=error(out))
