@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svg2_core.backends import ClusterPlan  # noqa: E402
 from svg2_core.bench import calibrate_top_p  # noqa: E402
-from svg2_core.kmeans import kmeans_objective, sample_initial_centroids  # noqa: E402
-from svg2_core.quantize import int8_codes  # noqa: E402
+from svg2_core.kmeans import sample_initial_centroids  # noqa: E402
 from svg2_core.selection import key_cluster_probabilities, select_blocks  # noqa: E402
 from svg2_core.selection import top_p_mask as reference_top_p_mask  # noqa: E402
 from svg2_core.triton_kernels.selection import top_p_mask  # noqa: E402
@@ -283,31 +282,15 @@ def main(argv=None):
         ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids))
         report(f"assign {name} (production, autotuned)", ms, tflops=flops / ms / 1e9,
                config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
-        # int8 distances: points and centroids shifted by the centroids' mean, a scale per point / centroid
-        shift = centroids.mean(1)
-        objective = kmeans_objective(points[:4], centroids[:4], labels[:4]).sum()
-        shifted = points.float() - shift[:, None]
-        absmax = shifted.abs().amax(-1).clamp_min(1e-30)
-        point_codes = (int8_codes(shifted, (127.0 / absmax)[..., None]).to(torch.int8), (absmax / 127.0).contiguous())
-        del shifted
-        for variant, codes in (("coded in the kernel", None), ("coded beforehand", point_codes)):
-            labels8 = kmeans_kernels.assign_to_nearest(points, centroids, shift, codes)
-            ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids, shift, codes))
-            report(f"assign {name}: int8, points {variant}", ms, tflops=flops / ms / 1e9,
-                   agree=float((labels8 == labels).float().mean()),
-                   objective_ratio=float(kmeans_objective(points[:4], centroids[:4], labels8[:4]).sum() / objective),
-                   config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
-        del point_codes
 
-        def two_iterations(int8, points=points, centroids=centroids, shift=shift):
+        def two_iterations(points=points, centroids=centroids):
             current = centroids
             for _ in range(2):
-                found = kmeans_kernels.assign_to_nearest(points, current, shift if int8 else None)
+                found = kmeans_kernels.assign_to_nearest(points, current)
                 ordered, bounds = kmeans_kernels.sort_by_label(found, centroids.shape[1])
                 current, _ = kmeans_kernels.update_centroids(points, ordered, bounds, current)
             return current
-        for int8 in (False, True):
-            report(f"k-means {name}, 2 iterations, {'int8' if int8 else 'bf16'} assign", bench(lambda: two_iterations(int8)))
+        report(f"k-means {name}, 2 iterations (assign, sort, update)", bench(two_iterations))
         sorted_points, offsets = kmeans_kernels.sort_by_label(labels, centroids.shape[1])
         report(f"sort {name} (production: flat int32 keys)", bench(lambda: kmeans_kernels.sort_by_label(labels, centroids.shape[1])))
         report(f"sort {name}: torch.sort(labels, dim=1, stable)", bench(lambda: torch.sort(labels, dim=1, stable=True)))

@@ -38,11 +38,7 @@ FLOAT_SCALARS = {"top_p", "qk_scale"}
 # (kernel, constexprs, num_warps, num_stages[, pointer types that differ]): the fast path's launches at
 # head_dim 128 and 64.
 KERNELS = [
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, X_CODING=0, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, X_CODING=2, UPCAST=False, BLOCK_N=128, BLOCK_C=128), 8, 3,
-     {"centroids_ptr": "*i8", "centroid_factors_ptr": "*fp32", "shift_ptr": "*fp32"}),
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, X_CODING=1, UPCAST=False, BLOCK_N=128, BLOCK_C=256), 8, 3,
-     {"points_ptr": "*i8", "centroids_ptr": "*i8", "centroid_factors_ptr": "*fp32", "point_scales_ptr": "*fp32"}),
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
     (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),
     (selection._top_p_kernel, dict(BLOCK_K=1024), 1, 3),
     (plan._kv_plan_kernel, dict(BLOCK_N=128, WORDS=2, CHUNK=1024), 4, 3),

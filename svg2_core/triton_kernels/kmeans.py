@@ -11,7 +11,6 @@ import triton
 import triton.language as tl
 
 from ..problems import ProblemStrides, problem_rows
-from ..quantize import INT8_LEVELS, int8_codes
 from . import interpreting
 
 
@@ -21,18 +20,15 @@ def _assign_configs():
     return [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
             for block_n, block_c, warps, stages in ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2),
                                                     (256, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 4),
-                                                    (256, 128, 8, 3), (128, 64, 8, 3), (128, 256, 8, 3))]
+                                                    (256, 128, 8, 3), (128, 64, 8, 3))]
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "X_CODING"])
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"])
 @triton.jit
-def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, centroid_factors_ptr, point_scales_ptr,
-                   shift_ptr, labels_ptr, num_points, num_clusters, heads, stride_pb, stride_ph, stride_pn,
-                   HEAD_DIM: tl.constexpr, X_CODING: tl.constexpr, UPCAST: tl.constexpr,
+def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
+                   num_points, num_clusters, heads, stride_pb, stride_ph, stride_pn,
+                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """X_CODING 0: points and centroids (scaled by -2) in the points' dtype. Else int8 scores: centroids are
-    int8 codes with centroid_factors [G, C] = -2 x their scales, and the points are int8 codes with
-    point_scales [G, N] (X_CODING 1) or are coded here, shifted by shift [G, D], one scale per row (2)."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -41,15 +37,6 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, centroid_fa
     problem_base = (problem // heads) * stride_pb + (problem % heads) * stride_ph
     x = tl.load(points_ptr + problem_base + rows[:, None].to(tl.int64) * stride_pn + dims[None, :],
                 mask=row_ok[:, None], other=0.0)
-    if X_CODING == 1:
-        row_scale = tl.load(point_scales_ptr + problem * num_points + rows, mask=row_ok, other=1.0)
-    elif X_CODING == 2:
-        shifted = x.to(tl.float32) - tl.load(shift_ptr + problem * HEAD_DIM + dims)[None, :]
-        absmax = tl.max(tl.abs(shifted), axis=1)
-        absmax = tl.where(absmax > 0, absmax, 1.0)
-        codes = tl.floor(shifted * (127.0 / absmax)[:, None] + 0.5)
-        x = tl.minimum(tl.maximum(codes, -127.0), 127.0).to(tl.int8)
-        row_scale = absmax / 127.0
     if UPCAST:
         x = x.to(tl.float32)
     centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
@@ -65,11 +52,7 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, centroid_fa
         c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
         # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does
         # (the centroids come in already scaled by -2, exact in any float format)
-        if X_CODING == 0:
-            distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
-        else:
-            factor = tl.load(centroid_factors_ptr + problem * num_clusters + cols, mask=col_ok, other=0.0)
-            distances = c_sq[None, :] + tl.dot(x, tl.trans(c)).to(tl.float32) * (row_scale[:, None] * factor[None, :])
+        distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
         tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
         better = tile_best < best
         best = tl.where(better, tile_best, best)
@@ -112,52 +95,23 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
     return (centroids * -2.0).to(dtype).contiguous(), centroids.square().sum(-1).contiguous()
 
 
-def int8_assign_operands(centroids: torch.Tensor, shift: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What an int8 assign kernel streams: centroids [G, C, D] fp32 shifted by shift [G, D] and coded with one
-    scale per centroid -> (codes [G, C, D] int8, squared norms of the decoded centroids [G, C] fp32,
-    factors -2 x scale [G, C] fp32)."""
-    shifted = centroids.float() - shift[:, None]
-    absmax = shifted.abs().amax(dim=-1)
-    absmax = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    codes = int8_codes(shifted, (INT8_LEVELS / absmax)[..., None])
-    scales = absmax / INT8_LEVELS
-    decoded = codes * scales[..., None]
-    return codes.to(torch.int8).contiguous(), decoded.square().sum(-1).contiguous(), (-2.0 * scales).contiguous()
-
-
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, int8_shift: torch.Tensor | None = None,
-                      point_codes: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32.
 
-    Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation; with
-    int8_shift [G, D] fp32, an int8 dot instead: points and centroids shifted by it (distances do not move),
-    points coded with one scale per row (in the kernel, or given as point_codes = (codes like points, int8;
-    scales [G, N] fp32)), centroids with one scale per centroid. Returns labels [G, N] int32.
+    Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
+    Returns labels [G, N] int32.
     """
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
+    centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype)
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
-    unused = torch.empty(0, dtype=torch.float32, device=points.device)
-    if int8_shift is None:
-        centroid_operand, centroid_sq_norms = assign_operands(centroids, points.dtype)
-        centroid_factors, point_scales, shift, x_coding = unused, unused, unused, 0
-    else:
-        centroid_operand, centroid_sq_norms, centroid_factors = int8_assign_operands(centroids, int8_shift)
-        shift = int8_shift.float().contiguous()
-        if point_codes is None:
-            point_scales, x_coding = unused, 2
-        else:
-            points, point_scales = point_codes
-            x_coding = 1
 
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    _assign_kernel[grid](points, centroid_operand, centroid_sq_norms, centroid_factors, point_scales, shift,
-                         labels, num_points, num_clusters, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
-                         X_CODING=x_coding, UPCAST=interpreting())
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
+                         *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting())
     return labels
 
 
