@@ -52,8 +52,28 @@ def test_sort_by_label_groups_each_cluster():
     labels = torch.tensor([[2, 0, 2, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.int32, device=DEVICE)
     sorted_points, offsets = sort_by_label(labels, 3)
     assert offsets.tolist() == [0, 2, 3, 5, 5, 10, 10]
-    assert sorted(sorted_points[:2].tolist()) == [1, 4] and sorted_points[2].item() == 3
-    assert sorted(sorted_points[5:].tolist()) == [5, 6, 7, 8, 9]
+    assert sorted_points.tolist() == [1, 4, 3, 0, 2, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("num_problems, num_points, num_clusters", [
+    (3, 2500, 37),   # several chunks, the last one partial; steps that end mid-chunk
+    (2, 1024, 1),    # one cluster: every point in one run
+    (1, 129, 300),   # more clusters than points: most are empty
+    (2, 3000, 1000),
+    (1, 700, 1024),  # cluster count a power of two (the histogram needs one more bin)
+])
+def test_counting_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters):
+    generator = torch.Generator().manual_seed(num_points)
+    labels = torch.randint(0, num_clusters, (num_problems, num_points), generator=generator, dtype=torch.int32)
+    labels[:, :200] = labels[:, :1]  # long runs of one label across steps
+    keys = (labels.long() + torch.arange(num_problems).unsqueeze(1) * num_clusters).reshape(-1)
+    expected = torch.sort(keys, stable=True).indices.to(torch.int32)
+    expected_offsets = torch.searchsorted(keys[expected.long()], torch.arange(num_problems * num_clusters + 1),
+                                          out_int32=True)
+    sorted_points, offsets = sort_by_label(labels.to(DEVICE), num_clusters)
+    assert sorted_points.dtype == torch.int32 and offsets.dtype == torch.int32
+    assert torch.equal(sorted_points.cpu(), expected)
+    assert torch.equal(offsets.cpu(), expected_offsets)
 
 
 def test_kmeans_reaches_the_reference_objective_on_strided_points():
