@@ -7,8 +7,7 @@ import torch
 
 from svg2_core.backends import ClusterPlan
 from svg2_core.bench import sampled_quality
-from svg2_core.layout import block_of_tokens
-from svg2_core.layout import block_mask_with_dense
+from svg2_core.layout import block_mask_with_dense, block_of_tokens
 from svg2_core.selection import select_blocks
 from svg2_core.synthetic import structured_qkv
 
@@ -29,6 +28,17 @@ def _svg2_call(backend, q, k, v, q_init, k_init, dense_suffix, scale, qk_int8=Fa
     mask = select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, 0.9, 20, scale)
     plan = ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes, kc.cluster_sizes, mask, 0, dense_suffix)
     return backend.sparse_attention(q, k, v, plan, scale, qk_int8), plan
+
+
+def _plan_quality(q, k, v, plan, outputs, dense_suffix, scale):
+    """sampled_quality of each output in `outputs` (name -> [G, N, D]) against the attention `plan` allows."""
+    q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
+    k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
+    mask = block_mask_with_dense(plan.block_mask)
+
+    def allowed(g, rows):
+        return mask[g][q_block[g, rows]][:, k_block[g]]
+    return sampled_quality(q, k, v, outputs, {name: allowed for name in outputs}, scale, 512)
 
 
 @pytest.mark.parametrize("qk_int8", [False, True])
@@ -80,11 +90,7 @@ def test_kernel_error_within_twice_torch_low_precision(dtype, head_dim):
     q, k, v = _problem(dtype, head_dim, dense_suffix)
     scale = 1 / math.sqrt(head_dim)
     out, plan = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale)
-    q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
-    k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
-    mask = block_mask_with_dense(plan.block_mask)
-    quality = sampled_quality(q, k, v, {"svg2": out},
-                              {"svg2": lambda g, rows: mask[g][q_block[g, rows]][:, k_block[g]]}, scale, 512)
+    quality = _plan_quality(q, k, v, plan, {"svg2": out}, dense_suffix, scale)
     assert quality["svg2"]["error_vs_oracle"] <= 2 * quality["svg2"]["torch_lowp_error_vs_oracle"]
 
 
@@ -100,12 +106,7 @@ def test_int8_scores_within_twice_torch_bf16(head_dim):
     out, plan = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale,
                            qk_int8=True)
     exact, _ = _svg2_call(TritonBackend(), q, k, v, q[:, :100].float(), k[:, :300].float(), dense_suffix, scale)
-    q_block = block_of_tokens(plan.q_labels, 0, dense_suffix, plan.q_cluster_sizes.shape[1])
-    k_block = block_of_tokens(plan.k_labels, 0, dense_suffix, plan.k_cluster_sizes.shape[1])
-    mask = block_mask_with_dense(plan.block_mask)
-    quality = sampled_quality(q, k, v, {"int8": out, "bf16": exact},
-                              {name: lambda g, rows: mask[g][q_block[g, rows]][:, k_block[g]] for name in ("int8", "bf16")},
-                              scale, 512)
+    quality = _plan_quality(q, k, v, plan, {"int8": out, "bf16": exact}, dense_suffix, scale)
     assert quality["int8"]["error_vs_oracle"] <= 2 * quality["int8"]["torch_lowp_error_vs_oracle"]
     # the int8 path ran: its error is above the bf16 kernel's
     assert quality["int8"]["error_vs_oracle"] > quality["bf16"]["error_vs_oracle"]
