@@ -243,7 +243,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         result["kmeans_assign_configs"] = {str(key): str(config) for key, config in getattr(_assign_kernel, "cache", {}).items()}
     log.debug("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
-    min_kept = max(1, math.floor(0.1 * args.k_clusters))
+    min_kept = max(1, math.floor(args.min_k_cluster_ratio * args.k_clusters))
 
     def block_mask_for(qc, kc, p):
         return backend.select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
@@ -360,6 +360,9 @@ def main(argv=None) -> int:
     parser.add_argument("--q-clusters", type=int, default=None, help="default 300 (tiny: 16)")
     parser.add_argument("--k-clusters", type=int, default=None, help="default 1000 (tiny: 48)")
     parser.add_argument("--cold-iters", type=int, default=50)
+    parser.add_argument("--min-k-cluster-ratio", type=float, default=0.10,
+                        help="each query cluster keeps at least this share of the key clusters (the node's "
+                             "min_k_cluster_ratio; 0.10 is the official default)")
     parser.add_argument("--rows-per-head", type=int, default=256, help="sampled query rows for error / recall")
     parser.add_argument("--configs", nargs="*", default=[],
                         help="kernel configs BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u] (AttentionConfig.parse); the first "

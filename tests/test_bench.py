@@ -63,3 +63,15 @@ def test_comparison_with_sol_attn_picks_the_most_accurate_svg2_call_that_is_as_f
     assert verdicts["comfy-kitchen sol_attn tau=2.0"]["svg2_error_at_most_half"] is True
     assert verdicts["comfy-kitchen sol_attn tau=3.0"]["svg2"] is None
     assert verdicts["comfy-kitchen sol_attn tau=3.0"]["svg2_error_at_most_half"] is False
+
+
+def test_min_k_cluster_ratio_sets_the_density_floor(tmp_path):
+    densities = {}
+    for ratio in ("0.0", "0.5"):
+        path = tmp_path / f"bench_{ratio}.json"
+        assert bench.main(["--json", str(path), "--rows-per-head", "16", "--top-p", "0.01",
+                           "--min-k-cluster-ratio", ratio, "--sol-tau"]) == 0
+        result = json.loads(path.read_text())["results"][0]
+        densities[ratio] = next(row for row in result["rows"] if row["method"].startswith("SVG2"))["density"]
+    # every query cluster keeps at least half of the 48 key clusters (about half of the keys) with 0.5
+    assert densities["0.5"] > 0.4 and densities["0.0"] < 0.5 * densities["0.5"]
