@@ -131,12 +131,13 @@ def slice_attention(q, k, v, kv_length, rows, chunks, mode, block_m, block_n, wa
     return out, compiled
 
 
-def identity_plan(num_problems, num_tokens, kv_length, device):
-    """128-token query blocks; key block 0 = the first kv_length tokens (kept), block 1 = the rest (dropped)."""
+def identity_plan(num_problems, num_tokens, kv_length, device, block_rows=128):
+    """block_rows-token query blocks; key block 0 = the first kv_length tokens (kept), block 1 = the rest
+    (dropped)."""
     positions = torch.arange(num_tokens, device=device)
-    q_labels = (positions // 128).int().expand(num_problems, -1).contiguous()
+    q_labels = (positions // block_rows).int().expand(num_problems, -1).contiguous()
     k_labels = (positions >= kv_length).int().expand(num_problems, -1).contiguous()
-    num_q = -(-num_tokens // 128)
+    num_q = -(-num_tokens // block_rows)
     q_sizes = torch.bincount(q_labels[0].long(), minlength=num_q).int().expand(num_problems, -1).contiguous()
     k_sizes = torch.tensor([kv_length, num_tokens - kv_length], device=device, dtype=torch.int32)
     k_sizes = k_sizes.expand(num_problems, -1).contiguous()
@@ -156,6 +157,7 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="*", default=["128x128x8x3-r64x4", "128x128x8x3-r0",
                                                           "128x64x8x4-r64x4"])
     parser.add_argument("--skip-kmeans", action="store_true")
+    parser.add_argument("--qk", choices=["input", "int8"], default="input", help="scores of the SVG2 kernel rows")
     parser.add_argument("--skip-floors", action="store_true", help="skip the Triton flash loops over the slice")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -216,13 +218,14 @@ def main(argv=None):
 
     # -- the SVG2 kernel: identity layout, then the real plan --
     configs = [AttentionConfig.parse(text) for text in args.configs]
-    identity = identity_plan(num_problems, num_tokens, kv_length, device)
+    qk_int8 = args.qk == "int8"
     for config in configs:
+        identity = identity_plan(num_problems, num_tokens, kv_length, device, config.block_m)
         backend = TritonBackend(config)
         launch = backend.plan_launch(identity, num_tokens, head_dim)
         k_source, v_source = backend.key_source(k, v, launch)
-        out = backend.run_launch(q, k_source, v_source, launch, scale)
-        ms = bench(lambda: backend.run_launch(q, k_source, v_source, launch, scale))
+        out = backend.run_launch(q, k_source, v_source, launch, scale, qk_int8)
+        ms = bench(lambda: backend.run_launch(q, k_source, v_source, launch, scale, qk_int8))
         report(f"SVG2 kernel, identity layout, {config.label()}", ms, vs_yardstick=ms / yardstick,
                error=rel_error(out, reference))
 
@@ -248,7 +251,7 @@ def main(argv=None):
         backend = TritonBackend(config)
         launch = backend.plan_launch(plan, num_tokens, head_dim)
         k_source, v_source = backend.key_source(k, v, launch)
-        ms = bench(lambda: backend.run_launch(q, k_source, v_source, launch, scale))
+        ms = bench(lambda: backend.run_launch(q, k_source, v_source, launch, scale, qk_int8))
         report(f"SVG2 kernel, SVG2 plan top_p {top_p}, {config.label()}", ms, density=density,
                vs_yardstick=ms / plan_yardstick)
         padded = _padded_rows(launch, config)
