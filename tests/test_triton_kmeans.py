@@ -56,16 +56,18 @@ def test_sort_by_label_groups_each_cluster():
 
 
 @pytest.mark.parametrize("num_problems, num_points, num_clusters", [
-    (3, 2500, 37),   # several chunks, the last one partial; steps that end mid-chunk
+    (3, 2500, 37),
     (2, 1024, 1),    # one cluster: every point in one run
     (1, 129, 300),   # more clusters than points: most are empty
     (2, 3000, 1000),
-    (1, 700, 1024),  # cluster count a power of two (the histogram needs one more bin)
+    (1, 700, 1024),
 ])
-def test_counting_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters):
+def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters):
+    """The contract the update kernel and the plan rely on (and any faster sort must keep): clusters in
+    (problem, label) order, each listing its points in token order, with exact offsets."""
     generator = torch.Generator().manual_seed(num_points)
     labels = torch.randint(0, num_clusters, (num_problems, num_points), generator=generator, dtype=torch.int32)
-    labels[:, :200] = labels[:, :1]  # long runs of one label across steps
+    labels[:, :200] = labels[:, :1]  # a long run of one label
     keys = (labels.long() + torch.arange(num_problems).unsqueeze(1) * num_clusters).reshape(-1)
     expected = torch.sort(keys, stable=True).indices.to(torch.int32)
     expected_offsets = torch.searchsorted(keys[expected.long()], torch.arange(num_problems * num_clusters + 1),
