@@ -1,4 +1,4 @@
-# The GPU checks and timings of BENCHMARKS.md session 4 (one H200, ~6 minutes):
+# The GPU checks and timings of BENCHMARKS.md sessions 4-5 (one H200, ~6 minutes):
 #   bash benchmarks/h200_check.sh   (results under $OUT, or /tmp when OUT is unset)
 # Wan 14B at the same top_p twice: int8 scores (the node's default, with comfy-kitchen's sol_attn when
 # .whl/comfy_kitchen.zip is there) and scores in bf16.
