@@ -1,12 +1,15 @@
-"""One Wan 2.1 denoising step (both CFG branches, batch 2), dense versus SVG2, on real-size models.
+"""One denoising step of a native ComfyUI video model, dense versus SVG2, on real-size models.
 
-Builds ComfyUI's own `comfy.ldm.wan.model.WanModel` with random bf16 weights on the GPU and runs its
-forward with this pack's SVG2 patch (the node's override and APPLY_MODEL/OUTER_SAMPLE wrappers), so the
-timed path is the one ComfyUI runs. Shapes: 1.3B at 480p x 81 frames (grid 21x30x52 = 32,760 tokens),
-14B at 720p x 81 frames (grid 21x45x80 = 75,600 tokens).
+Builds ComfyUI's own `comfy.ldm.wan.model.WanModel` (Wan 2.1: both CFG branches, batch 2) or
+`comfy.ldm.hunyuan_video.model.HunyuanVideo` (guidance-distilled: one branch, batch 1, 256 text tokens after
+the video tokens) with random bf16 weights on the GPU and runs its forward with this pack's SVG2 patch (the
+node's override and APPLY_MODEL/OUTER_SAMPLE wrappers), so the timed path is the one ComfyUI runs. Shapes:
+Wan 1.3B at 480p x 81 frames (grid 21x30x52 = 32,760 tokens), Wan 14B at 720p x 81 frames (grid 21x45x80 =
+75,600 tokens), HunyuanVideo 13B at 720p x 129 frames (grid 33x45x80 = 118,800 tokens + 256 text).
 
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --json bench-out/wan_step.json
-    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --tiny     # CPU smoke run
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models hunyuan
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --tiny     # CPU smoke run (both families)
 """
 from __future__ import annotations
 
@@ -63,20 +66,34 @@ def stub_missing_modules(names=UNUSED_BY_WAN) -> list[str]:
 class Case:
     name: str
     dim: int
-    ffn_dim: int
-    layers: int
+    ffn_dim: int  # Wan: feed-forward width; HunyuanVideo: 4 x dim (mlp_ratio 4)
+    layers: int  # Wan blocks; HunyuanVideo: double-stream blocks
     latent: tuple  # (T, H, W) of the 16-channel latent; the grid is (T, H/2, W/2)
+    family: str = "wan"
+    single_layers: int = 0  # HunyuanVideo single-stream blocks
+    text_tokens: int = 512
+
+    @property
+    def attention_layers(self) -> int:
+        return self.layers + self.single_layers
+
+    @property
+    def batch(self) -> int:
+        """Wan runs cond and uncond in one batch; HunyuanVideo is guidance-distilled (no CFG branch)."""
+        return 2 if self.family == "wan" else 1
 
 
 CASES = {
     "1.3b": Case("Wan 2.1 1.3B 480p 81f", 1536, 8960, 30, (21, 60, 104)),
     "14b": Case("Wan 2.1 14B 720p 81f", 5120, 13824, 40, (21, 90, 160)),
+    "hunyuan": Case("HunyuanVideo 13B 720p 129f", 3072, 12288, 20, (33, 90, 160), "hunyuan", 40, 256),
     "tiny": Case("tiny Wan (CPU smoke)", 256, 512, 3, (3, 16, 16)),
+    "tiny-hunyuan": Case("tiny HunyuanVideo (CPU smoke)", 256, 1024, 2, (3, 16, 16), "hunyuan", 2, 7),
 }
 
 
 def import_comfyui(path: Path):
-    """ComfyUI's Wan model class and ops, importing only what the Wan forward needs."""
+    """ComfyUI's video model classes by family and its ops, importing only what their forwards need."""
     sys.path.insert(0, str(path))
     stubbed = stub_missing_modules()
     if stubbed:
@@ -84,9 +101,11 @@ def import_comfyui(path: Path):
     import comfy.cli_args
     if not torch.cuda.is_available():
         comfy.cli_args.args.cpu = True
+    import comfy.ldm.hunyuan_video.model
     import comfy.ldm.wan.model
     import comfy.ops
-    return comfy.ldm.wan.model.WanModel, comfy.ops.disable_weight_init
+    classes = {"wan": comfy.ldm.wan.model.WanModel, "hunyuan": comfy.ldm.hunyuan_video.model.HunyuanVideo}
+    return classes, comfy.ops.disable_weight_init
 
 
 def load_pack():
@@ -98,12 +117,28 @@ def load_pack():
     return module
 
 
+def hunyuan_params(case: Case, model_class) -> dict:
+    """HunyuanVideo constructor arguments (ComfyUI's detection of the 13B checkpoint, at case's sizes)."""
+    params = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=case.dim,
+                  mlp_ratio=case.ffn_dim / case.dim, num_heads=case.dim // 128, depth=case.layers,
+                  depth_single_blocks=case.single_layers, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
+                  qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False)
+    fields = getattr(sys.modules[model_class.__module__].HunyuanVideoParams, "__dataclass_fields__", {})
+    later = {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}  # later ComfyUIs
+    params.update({key: value for key, value in later.items() if key in fields})
+    return params
+
+
 @torch.no_grad()
-def build_model(wan_class, operations, case: Case, device, dtype):
+def build_model(classes, operations, case: Case, device, dtype):
     """Random weights: matrices ~ N(0, 1/fan_in), norm scales 1, biases 0."""
-    model = wan_class(model_type="t2v", in_dim=16, dim=case.dim, ffn_dim=case.ffn_dim, out_dim=16,
-                      num_heads=case.dim // 128, num_layers=case.layers, device=device, dtype=dtype,
-                      operations=operations)
+    if case.family == "wan":
+        model = classes["wan"](model_type="t2v", in_dim=16, dim=case.dim, ffn_dim=case.ffn_dim, out_dim=16,
+                               num_heads=case.dim // 128, num_layers=case.layers, device=device, dtype=dtype,
+                               operations=operations)
+    else:
+        model = classes["hunyuan"](device=device, dtype=dtype, operations=operations,
+                                   **hunyuan_params(case, classes["hunyuan"]))
     generator = torch.Generator(device=device).manual_seed(0)
     for name, parameter in model.named_parameters():
         if parameter.dim() == 1:
@@ -116,14 +151,16 @@ def build_model(wan_class, operations, case: Case, device, dtype):
 
 class ModelCall:
     """Stands in for ComfyUI's APPLY_MODEL executor: `class_obj.diffusion_model` and a call that runs
-    the diffusion model's forward with the wrapper's transformer_options."""
+    the diffusion model's forward with the wrapper's transformer_options (`extra`: the model's other
+    conditioning, e.g. HunyuanVideo's pooled CLIP vector `y` and `guidance`)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, extra: dict | None = None) -> None:
         self.class_obj = types.SimpleNamespace(diffusion_model=model)
+        self.extra = extra or {}
 
     def __call__(self, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         return self.class_obj.diffusion_model(x, t * 1000.0, context=c_crossattn,
-                                              transformer_options=transformer_options)
+                                              transformer_options=transformer_options, **self.extra)
 
 
 def time_ms(fn, reps: int, cuda: bool) -> list[float]:
@@ -144,15 +181,22 @@ def time_ms(fn, reps: int, cuda: bool) -> list[float]:
     return times
 
 
-def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> dict:
-    model = build_model(wan_class, operations, case, device, dtype)
+def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict:
+    model = build_model(classes, operations, case, device, dtype)
     generator = torch.Generator(device=device).manual_seed(1)
-    x = torch.randn(2, 16, *case.latent, generator=generator, device=device, dtype=dtype)
-    context = torch.randn(2, 512, 4096, generator=generator, device=device, dtype=dtype)
+    batch = case.batch
+    x = torch.randn(batch, 16, *case.latent, generator=generator, device=device, dtype=dtype)
+    context = torch.randn(batch, case.text_tokens, 4096, generator=generator, device=device, dtype=dtype)
+    extra = {}
+    if case.family == "hunyuan":
+        extra = {"y": torch.randn(batch, 768, generator=generator, device=device, dtype=dtype),
+                 "guidance": torch.full((batch,), 6.0, device=device, dtype=dtype)}
     schedule = torch.linspace(1.0, 0.0, args.steps + 1, device=device)
     step = args.warmup_steps  # the first sparse step of the schedule
-    sigma = schedule[step].repeat(2)
-    options = {"sample_sigmas": schedule, "sigmas": sigma, "cond_or_uncond": [1, 0], "uuids": ["uncond", "cond"]}
+    sigma = schedule[step].repeat(batch)
+    branches = {"cond_or_uncond": [1, 0], "uuids": ["uncond", "cond"]} if batch == 2 else \
+        {"cond_or_uncond": [0], "uuids": ["cond"]}
+    options = {"sample_sigmas": schedule, "sigmas": sigma, **branches}
 
     nodes = pack.nodes
     config = pack.svg2_core.SVG2Config(top_p=args.top_p, num_q_clusters=args.q_clusters,
@@ -160,7 +204,7 @@ def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> di
     schedule_settings = nodes.attention_override.Schedule(dense_warmup_steps=args.warmup_steps, dense_last_steps=0,
                                                           dense_layers=args.dense_layers, min_tokens=args.min_tokens)
     patch = nodes.sampling_patch.SVG2Patch(config, schedule_settings, args.backend, False, None)
-    call = ModelCall(model)
+    call = ModelCall(model, extra)
     cuda = device.type == "cuda"
 
     def dense_step():
@@ -172,6 +216,7 @@ def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> di
 
     with torch.no_grad():
         dense_times = time_ms(dense_step, args.warmup_reps + args.reps, cuda)[args.warmup_reps:]
+        logging.info("%s: dense step %s ms", case.name, ", ".join(f"{ms:.1f}" for ms in dense_times))
         measured = {}
 
         def sampling_run():
@@ -192,7 +237,9 @@ def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> di
     del model
     return {
         "case": case.name, "grid": [case.latent[0], case.latent[1] // 2, case.latent[2] // 2], "tokens": tokens,
-        "heads": case.dim // 128, "layers": case.layers, "batch": 2, "dtype": str(dtype).replace("torch.", ""),
+        "text_tokens_in_the_sequence": case.text_tokens if case.family == "hunyuan" else 0,
+        "heads": case.dim // 128, "layers": case.attention_layers, "batch": batch,
+        "dtype": str(dtype).replace("torch.", ""),
         "top_p": args.top_p, "num_q_clusters": args.q_clusters, "num_k_clusters": args.k_clusters,
         "dense_layers": args.dense_layers, "backend": args.backend, "svg2_backends": stats["backends"],
         "measured_density": stats["mean_density"], "sparse_calls_per_step": calls_per_step,
@@ -209,8 +256,8 @@ def run_case(case: Case, pack, wan_class, operations, args, device, dtype) -> di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", type=Path, required=True, help="a ComfyUI source tree (its comfy/ package)")
-    parser.add_argument("--models", default="1.3b,14b", help="comma list of 1.3b, 14b")
-    parser.add_argument("--tiny", action="store_true", help="a 3-layer CPU-sized model, backend torch (smoke run)")
+    parser.add_argument("--models", default="1.3b,14b", help="comma list of 1.3b, 14b, hunyuan")
+    parser.add_argument("--tiny", action="store_true", help="CPU-sized Wan and HunyuanVideo, backend torch (smoke run)")
     parser.add_argument("--top-p", type=float, default=0.3,
                         help="random weights make attention flat, so density follows top_p: 0.3 -> ~30%%")
     parser.add_argument("--q-clusters", type=int, default=300)
@@ -226,10 +273,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    wan_class, operations = import_comfyui(args.comfyui.resolve())
+    classes, operations = import_comfyui(args.comfyui.resolve())
     pack = load_pack()
     if args.tiny:
-        cases, device, dtype = [CASES["tiny"]], torch.device("cpu"), torch.float32
+        cases, device, dtype = [CASES["tiny"], CASES["tiny-hunyuan"]], torch.device("cpu"), torch.float32
         args.q_clusters, args.k_clusters, args.min_tokens = min(args.q_clusters, 16), min(args.k_clusters, 32), 0
         args.reps, args.backend = min(args.reps, 2), "torch"
     else:
@@ -239,7 +286,7 @@ def main(argv=None) -> int:
     results = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "cases": []}
     for case in cases:
-        result = run_case(case, pack, wan_class, operations, args, device, dtype)
+        result = run_case(case, pack, classes, operations, args, device, dtype)
         results["cases"].append(result)
         logging.info("%s: tokens %d, density %.3f (top_p %.2f, backends %s), dense step %.1f ms, SVG2 step %.1f ms "
                      "(first %.1f ms) -> step %.2fx, projected %d steps with %d dense: %.2fx; dense calls %s",
