@@ -1,6 +1,7 @@
 """What the flash loop's softmax and QK precision cost on the H200: one minimal Triton loop, several variants.
 
     python3 benchmarks/precision_lab.py --shape wan21-14b-720p --density 0.30 --json $OUT/precision.json
+    python3 benchmarks/precision_lab.py --set pv --shape wan21-14b-720p --density 0.30    # P V precision
     python3 benchmarks/precision_lab.py --compile-only      # CPU: compile the variants for sm_90, show the MMAs
 
 Every query attends a contiguous slice of L = density x N keys (what the sparse kernel does per query block,
@@ -11,7 +12,9 @@ through a row-index array loaded one tile ahead (how the production kernel reads
   output; the time is an upper bound on what cheaper exponentials could buy);
 - QK precision: bf16 (production), int8 q and k with per-token scales (k smoothed by its per-head channel
   mean, which no softmax row can see), int8 with one scale per head for k, fp8 e4m3 with per-token scales.
-  P V stays bf16 with fp32 accumulation.
+  P V stays bf16 with fp32 accumulation (`--set qk-exp`, the default);
+- P V precision (`--set pv`): bf16, or P (scaled by 256) and V (one scale per head and channel) in fp8 e4m3,
+  with V row-major or stored transposed (the K-major layout 8-bit wgmma wants).
 Errors are against an fp64 oracle on the first problem's first 4,096 query rows, next to cuDNN's.
 Nothing here is used by the node; it decides whether the production kernel should change.
 """
@@ -139,10 +142,14 @@ def _lab_kernel(q_ptr, k_ptr, v_ptr, q_scale_ptr, k_scale_ptr, v_scale_ptr, out_
 QK_NAMES = {QK_BF16: "bf16", QK_INT8_TOKEN: "int8/token", QK_INT8_HEAD: "int8/head-k", QK_FP8_TOKEN: "fp8/token"}
 EXP_NAMES = {EXP_MUFU: "ex2", EXP_POLY: "poly", EXP_HALF: "half poly", EXP_NONE: "no exp"}
 PV_NAMES = {PV_BF16: "bf16", PV_FP8: "fp8", PV_FP8_TRANSPOSED: "fp8 v^T"}
-# (QK, EXP, PV)
-VARIANTS = [(QK_BF16, EXP_MUFU, PV_BF16), (QK_BF16, EXP_NONE, PV_BF16), (QK_INT8_HEAD, EXP_MUFU, PV_BF16),
-            (QK_INT8_HEAD, EXP_MUFU, PV_FP8), (QK_INT8_HEAD, EXP_MUFU, PV_FP8_TRANSPOSED),
-            (QK_BF16, EXP_MUFU, PV_FP8)]
+# (QK, EXP, PV) per variant set: "qk-exp" is BENCHMARKS.md run 29, "pv" run 40
+VARIANT_SETS = {
+    "qk-exp": [(QK_BF16, EXP_MUFU, PV_BF16), (QK_BF16, EXP_POLY, PV_BF16), (QK_BF16, EXP_HALF, PV_BF16),
+               (QK_BF16, EXP_NONE, PV_BF16), (QK_INT8_TOKEN, EXP_MUFU, PV_BF16), (QK_INT8_TOKEN, EXP_HALF, PV_BF16),
+               (QK_INT8_HEAD, EXP_MUFU, PV_BF16), (QK_FP8_TOKEN, EXP_MUFU, PV_BF16)],
+    "pv": [(QK_BF16, EXP_MUFU, PV_BF16), (QK_BF16, EXP_NONE, PV_BF16), (QK_INT8_HEAD, EXP_MUFU, PV_BF16),
+           (QK_INT8_HEAD, EXP_MUFU, PV_FP8), (QK_INT8_HEAD, EXP_MUFU, PV_FP8_TRANSPOSED), (QK_BF16, EXP_MUFU, PV_FP8)],
+}
 
 
 def quantize_values(v, pv):
@@ -193,13 +200,13 @@ def run_variant(q, k, v, rows, kv_length, qk, exp, pv, gather, block_m=128, bloc
     return launch
 
 
-def compile_only() -> int:
+def compile_only(variants) -> int:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     dtypes = {QK_BF16: "*bf16", QK_INT8_TOKEN: "*i8", QK_INT8_HEAD: "*i8", QK_FP8_TOKEN: "*fp8e4nv"}
     failures = 0
-    for qk, exp, pv in VARIANTS:
+    for qk, exp, pv in variants:
         for gather in (False, True):
             signature = {name: ("constexpr" if name in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", "GATHER", "QK", "EXP", "PV")
                                 else "i32") for name in _lab_kernel.arg_names}
@@ -225,11 +232,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="wan21-14b-720p")
     parser.add_argument("--density", type=float, default=0.30)
+    parser.add_argument("--set", choices=sorted(VARIANT_SETS), default="qk-exp", help="which variants to run")
     parser.add_argument("--compile-only", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.compile_only:
-        return compile_only()
+        return compile_only(VARIANT_SETS[args.set])
     import torch.nn.functional as F
     import triton.testing
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -280,7 +288,7 @@ def main(argv=None) -> int:
     rows = torch.cat([permutation, torch.zeros(num_problems, num_tokens - kv_length, device=device, dtype=torch.long)], 1)
     rows = (rows + offsets).to(torch.int32).reshape(-1).contiguous()
     for gather in (False, True):
-        for qk, exp, pv in VARIANTS:
+        for qk, exp, pv in VARIANT_SETS[args.set]:
             name = f"{'gathered' if gather else 'affine'} QK {QK_NAMES[qk]}, {EXP_NAMES[exp]}, PV {PV_NAMES[pv]}"
             try:
                 launch = run_variant(q, k, v, rows, kv_length, qk, exp, pv, gather)
