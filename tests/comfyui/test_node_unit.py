@@ -110,7 +110,7 @@ def test_geometry_of_wan_hunyuan_and_others():
     assert reason == "LTXVModel is not a Wan or HunyuanVideo model"
 
 
-def test_memory_estimate_increase_counts_three_activations_per_video_token():
+def test_memory_estimate_increase_counts_svg2s_extra_activations_per_video_token():
     wan14b = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2), dim=5120))
     hunyuan = geometry_module.geometry_of(_fake_model("comfy.ldm.hunyuan_video.model", patch_size=[1, 2, 2],
                                                       hidden_size=3072, double_blocks=[object()] * 2))
