@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .backends import ClusterPlan, TorchBackend
+from .config import SVG2Config
 from .kmeans import sample_initial_centroids
 from .layout import block_of_tokens
 from .synthetic import MODEL_SHAPES, structured_qkv
@@ -243,7 +244,9 @@ def run_shape(name: str, args, timer, device) -> dict:
         result["kmeans_assign_configs"] = {str(key): str(config) for key, config in getattr(_assign_kernel, "cache", {}).items()}
     log.debug("%s: dense %s; k-means cold %s ms, warm x2 %.2f ms, stages %s", name, result["rows"],
              result["kmeans_cold_ms"], kmeans_ms, result.get("kmeans_stage_ms"))
-    min_kept = max(1, math.floor(args.min_k_cluster_ratio * args.k_clusters))
+    # the node's rule (and its range check) for the floor on kept key clusters
+    min_kept = SVG2Config(num_k_clusters=args.k_clusters,
+                          min_k_cluster_ratio=args.min_k_cluster_ratio).min_kept_k_clusters
 
     def block_mask_for(qc, kc, p):
         return backend.select_blocks(qc.centroids, kc.centroids, kc.cluster_sizes, p, min_kept, scale)
