@@ -65,6 +65,47 @@ def test_whole_call_captures_in_a_cuda_graph_and_replays_identically(qk_int8):
 
 
 @pytest.mark.parametrize("qk_int8", [False, True])
+def test_overlapped_kmeans_and_coding_match_one_after_the_other(qk_int8):
+    """Warm calls run the k-means of q (and the int8 coding) on a second stream beside the k-means of k."""
+    from svg2_core.triton_backend import TritonBackend
+
+    backend = TritonBackend()
+    q, k, v = _problem(torch.bfloat16, 128, 64)
+    clustered = slice(0, q.shape[1] - 64)
+    q_init, k_init = q[:, :100].float().contiguous(), k[:, 200:400].float().contiguous()
+    runs = [backend.cluster(q, k, q[:, clustered], q_init, k[:, clustered], k_init, 2, qk_int8, overlap)
+            for overlap in (False, True)]
+    torch.cuda.synchronize()
+    one_after_other, overlapped = runs
+    for a, b in ((one_after_other.q_clusters, overlapped.q_clusters), (one_after_other.k_clusters, overlapped.k_clusters)):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.centroids, b.centroids)
+        assert torch.equal(a.cluster_sizes, b.cluster_sizes)
+    if qk_int8:
+        assert all(torch.equal(x, y) for x, y in zip(one_after_other.score_codes.tensors(),
+                                                     overlapped.score_codes.tensors()))
+    else:
+        assert overlapped.score_codes is None
+
+
+@pytest.mark.parametrize("qk_int8", [False, True])
+def test_row_tables_filled_beside_the_attention_give_the_same_output(qk_int8):
+    """Two half-size row tables, the next one filled on a second stream, vs one table filled in line."""
+    from svg2_core.triton_backend import TritonBackend
+    from svg2_core.triton_kernels.attention import AttentionConfig, problems_per_chunk
+
+    q, k, v = _problem(torch.bfloat16, 128, 64)
+    scale = 1 / math.sqrt(128)
+    overlapped = TritonBackend(AttentionConfig.parse("128x128x8x3-r64x4"))
+    _, plan = _svg2_call(overlapped, q, k, v, q[:, :100].float(), k[:, 200:400].float(), 64, scale)
+    num_q_blocks = plan.q_cluster_sizes.shape[1] + 2
+    assert problems_per_chunk(4, num_q_blocks, q.shape[1], 128, 2) == 4  # so the overlap runs two chunks of 2
+    in_line = TritonBackend(AttentionConfig.parse("128x128x8x3-r64x4-t"))
+    expected = in_line.sparse_attention(q, k, v, plan, scale, qk_int8)
+    for _ in range(3):
+        assert torch.equal(overlapped.sparse_attention(q, k, v, plan, scale, qk_int8), expected)
+
+
+@pytest.mark.parametrize("qk_int8", [False, True])
 def test_extra_memory_of_a_sparse_call_is_within_twice_qkv(qk_int8):
     from svg2_core.triton_backend import TritonBackend
 
