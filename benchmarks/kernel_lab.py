@@ -313,8 +313,7 @@ def _padded_rows(launch, config) -> float:
     """Query rows the kernel computes (tiles x their rows) over the real rows."""
     full = int((launch.q_tile_block < launch.q_block_end.shape[1]).sum()) * config.block_m
     rem = int((launch.rem_tile_block < launch.q_block_end.shape[1]).sum()) * config.remainder_m if launch.remainder_m else 0
-    big = int((launch.big_tile_block < launch.q_block_end.shape[1]).sum()) * launch.big_m
-    return (full + rem + big) / launch.q_rows.numel()
+    return (full + rem) / launch.q_rows.numel()
 
 
 def _finish(results, args):

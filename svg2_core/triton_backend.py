@@ -115,8 +115,7 @@ class TritonBackend:
         config = self.config_for(head_dim)
         return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
-                            config.block_m, config.block_n, config.remainder_m, config.longest_first,
-                            config.big_m)
+                            config.block_m, config.block_n, config.remainder_m, config.longest_first)
 
     def key_source(self, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch) -> tuple[torch.Tensor, torch.Tensor]:
         """What the kernel reads keys from: k, v themselves, or (config.sorted_keys) cluster-sorted copies."""

@@ -49,8 +49,6 @@ KERNELS = [
      INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=128, QK_INT8=True, UPCAST=False), 4, 3,
      INT8_CODES),
-    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=256, BLOCK_N=128, QK_INT8=True, UPCAST=False), 8, 3,
-     INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=True, UPCAST=False), 4, 3,
      INT8_CODES),
     (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=256, BLOCK_T=32), 4, 3),

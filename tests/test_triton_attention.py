@@ -73,7 +73,6 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-u",  # tiles launched in block order instead of longest first
     "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
-    "16x16x4x1-r8-b32x4",  # 32-row tiles first, then 16-row tiles and 8-row remainders
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
@@ -87,52 +86,7 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("big_m, remainder_m", [(32, 8), (64, 0), (0, 8)])
-def test_query_tiles_cover_every_row_once(big_m, remainder_m):
-    """Big, full and remainder tiles together cover each sorted query position exactly once; a block gets
-    one more (padded) big tile when fewer than remainder_m (else block_m) rows would be left after it."""
-    from svg2_core.layout import block_sizes_with_dense
-    from svg2_core.triton_kernels.plan import build_launch
-
-    _, _, _, plan = _problem(3, 192, 64, torch.float16, 4, 6, 5, 30, seed=9, density=0.4)
-    block_m = 16
-    launch = build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
-                          plan.block_mask, plan.dense_prefix, plan.dense_suffix, 192, block_m, 32, remainder_m,
-                          big_m=big_m)
-    sizes = block_sizes_with_dense(plan.q_cluster_sizes, 4, 6)
-    num_q_blocks = sizes.shape[1]
-    assert launch.big_tile_block.shape[1] == (0 if not big_m else 192 // big_m + num_q_blocks)
-    for g in range(3):
-        covered = torch.zeros(192, dtype=torch.int32)
-        big_tiles_of_block = [0] * num_q_blocks
-        for blocks, starts, rows in ((launch.big_tile_block, launch.big_tile_start, big_m),
-                                     (launch.q_tile_block, launch.q_tile_start, block_m),
-                                     (launch.rem_tile_block, launch.rem_tile_start, remainder_m)):
-            for block, start in zip(blocks[g].tolist(), starts[g].tolist()):
-                if block < num_q_blocks:
-                    end = min(start + rows, int(launch.q_block_end[g, block]))
-                    assert end > start  # no empty tile
-                    covered[start:end] += 1
-                    big_tiles_of_block[block] += rows == big_m
-        assert torch.equal(covered, torch.ones(192, dtype=torch.int32))
-        if big_m:
-            size = sizes[g]
-            expected = size // big_m + (size % big_m > big_m - (remainder_m or block_m)).int()
-            assert big_tiles_of_block == expected.tolist()
-            assert any(n > 0 for n in big_tiles_of_block)
-
-
-def test_big_m_must_be_a_larger_multiple_of_block_m():
-    from svg2_core.triton_kernels.plan import build_launch
-
-    _, _, _, plan = _problem(1, 64, 64, torch.float16, 0, 0, 3, 8, seed=1)
-    with pytest.raises(ValueError, match="big_m must be 0 or a multiple of block_m \\(32\\) larger than it, got 48"):
-        build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes, plan.block_mask,
-                     0, 0, 64, 32, 32, 16, big_m=48)
-
-
-@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u-t", "64x64x4x2-r32x2-t",
-                                  "128x128x8x3-r64x4-b256x8"])
+@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u-t", "64x64x4x2-r32x2-t"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config

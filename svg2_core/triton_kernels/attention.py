@@ -36,8 +36,7 @@ class AttentionConfig:
     """Tile sizes and launch shape of the sparse attention kernel.
 
     remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
-    tile is block_m rows); remainder_warps: its warps. big_m: rows of the tiles that take a query block's
-    first rows (0: none; else a multiple of block_m, build_launch); big_warps: their warps. sorted_keys: read k / v from a cluster-sorted copy
+    tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
     overlap_row_table (CUDA): split the problems into chunks over two half-size row tables and fill the next
@@ -53,13 +52,11 @@ class AttentionConfig:
     sorted_keys: bool = False
     longest_first: bool = True
     overlap_row_table: bool = True
-    big_m: int = 0
-    big_warps: int = 8
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRMxRW][-bBIGxW][-s][-u][-t]`, e.g. `128x64x8x3-r64x4-b256x8`; `-r0` disables the
-        remainder tile, `-b256x8` adds 256-row tiles of 8 warps, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-t` fills each
+        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u][-t]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-t` fills each
         row table before its attention on one stream (no overlap_row_table)."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
@@ -76,11 +73,6 @@ class AttentionConfig:
                 values["remainder_m"] = int(parts[0])
                 if len(parts) > 1:
                     values["remainder_warps"] = int(parts[1])
-            elif option.startswith("b"):
-                parts = option[1:].split("x")
-                values["big_m"] = int(parts[0])
-                if len(parts) > 1:
-                    values["big_warps"] = int(parts[1])
             else:
                 raise ValueError(f"unknown option {option!r} in {text!r}")
         return cls(**values)
@@ -88,7 +80,6 @@ class AttentionConfig:
     def label(self) -> str:
         text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
         text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
-        text += f"-b{self.big_m}x{self.big_warps}" if self.big_m else ""
         return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
                 + ("" if self.overlap_row_table else "-t"))
 
@@ -99,8 +90,7 @@ def default_config(head_dim: int) -> AttentionConfig:
     if head_dim <= 64:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
-    # 256-row tiles first (H200, Wan 14B, BENCHMARKS.md session 6)
-    return AttentionConfig(big_m=256, big_warps=8)
+    return AttentionConfig()
 
 
 @triton.jit
@@ -328,8 +318,6 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     else:
         tables = [torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)]
     launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
-    if launch.big_m:
-        launches.insert(0, (launch.big_tile_block, launch.big_tile_start, launch.big_m, config.big_warps))
     if launch.remainder_m:
         launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m, config.remainder_warps))
     for index, first_problem in enumerate(range(0, num_problems, chunk)):

@@ -22,10 +22,8 @@ class AttentionLaunch:
 
     q_rows [G, N]: flat row (g * N + n) of q / out for each cluster-sorted query position.
     k_rows [G, N]: flat row of k / v for each cluster-sorted key position (gather k, v with it).
-    big_tile_block, big_tile_start [G, Tb]: query block (Bq = no tile) and first sorted position of each
-    big_m-row tile (a block's first rows; [G, 0] when big_m is 0);
-    q_tile_block, q_tile_start [G, Tq]: the same for the block_m-row tiles that follow;
-    rem_tile_block, rem_tile_start [G, Bq]: the same for the remainder_m-row tile of
+    q_tile_block, q_tile_start [G, Tq]: query block (Bq = no tile) and first sorted position of each
+    block_m-row tile; rem_tile_block, rem_tile_start [G, Bq]: the same for the remainder_m-row tile of
     each block (Bq where the block has none; unused when remainder_m is 0);
     q_block_end [G, Bq]: sorted position past each query block's last row.
     kv_length [G, Bq]: kept key tokens of a query block (packed back to back, "slots");
@@ -38,8 +36,6 @@ class AttentionLaunch:
 
     q_rows: torch.Tensor
     k_rows: torch.Tensor
-    big_tile_block: torch.Tensor
-    big_tile_start: torch.Tensor
     q_tile_block: torch.Tensor
     q_tile_start: torch.Tensor
     rem_tile_block: torch.Tensor
@@ -52,7 +48,6 @@ class AttentionLaunch:
     block_n: int
     remainder_m: int
     kv_words: int
-    big_m: int = 0
 
 
 # Key blocks a _kv_plan_kernel program holds at once (it walks longer rows in chunks).
@@ -86,21 +81,6 @@ def cluster_rows(labels: torch.Tensor, num_clusters: int, num_tokens: int, dense
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     inclusive = x.cumsum(-1, dtype=torch.int32)
     return inclusive - x
-
-
-def _tiles_of_blocks(block_tiles: torch.Tensor, first_start: torch.Tensor, tile_rows: int, max_tiles: int):
-    """Tiles of tile_rows rows, block_tiles [G, Bq] of them per block starting at sorted position
-    first_start [G, Bq], listed block after block: (tile_block, tile_start) [G, max_tiles] int32, block Bq
-    (no tile) past the last one."""
-    num_problems, num_q_blocks = block_tiles.shape
-    tiles_inclusive = block_tiles.cumsum(-1, dtype=torch.int32)
-    tile_index = torch.arange(max_tiles, device=block_tiles.device, dtype=torch.int32).expand(num_problems, -1)
-    tile_block = torch.searchsorted(tiles_inclusive, tile_index.contiguous(), right=True, out_int32=True)
-    tile_block_safe = tile_block.clamp(max=num_q_blocks - 1).long()
-    block_first_tile = tiles_inclusive - block_tiles
-    tile_start = (first_start.gather(1, tile_block_safe)
-                  + (tile_index - block_first_tile.gather(1, tile_block_safe)) * tile_rows).to(torch.int32)
-    return tile_block, tile_start.contiguous()
 
 
 def _longest_first(kv_length: torch.Tensor, tile_block: torch.Tensor, tile_start: torch.Tensor):
@@ -156,15 +136,12 @@ def _kv_plan_kernel(block_mask_ptr, k_block_size_ptr, k_block_start_ptr, kv_leng
 def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes: torch.Tensor,
                  k_cluster_sizes: torch.Tensor, block_mask: torch.Tensor, dense_prefix: int,
                  dense_suffix: int, num_tokens: int, block_m: int, block_n: int,
-                 remainder_m: int = 0, longest_first: bool = True, big_m: int = 0) -> AttentionLaunch:
+                 remainder_m: int = 0, longest_first: bool = True) -> AttentionLaunch:
     """Turn a ClusterPlan's fields into kernel metadata.
 
     q_labels, k_labels: [G, Nc] int32; q_cluster_sizes [G, Cq], k_cluster_sizes [G, Ck] int32;
     block_mask [G, Cq, Ck] bool. Sizes are bounded by G x Bq x max(Bk, N / block_n) int32.
     remainder_m (0 or < block_m): a query block's last rows go to one remainder_m-row tile when they fit.
-    big_m (0 or a multiple of block_m): a query block's first rows go to big_m-row tiles, one more (padded)
-    when fewer than remainder_m (else block_m) rows would be left after them; H200, Wan 14B: a 256-row tile
-    costs 2.7% less per row than a 128-row one, and 128 + 128 rows cost more than one padded 256-row tile.
     longest_first: order each problem's tiles by their block's kept keys, longest first (tiles of one block
     stay adjacent), so that a launch does not end on a few long tiles while most of the GPU idles.
     """
@@ -175,38 +152,31 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
     q_rows = cluster_rows(q_labels, num_q_clusters, num_tokens, dense_prefix, dense_suffix)
     k_rows = cluster_rows(k_labels, num_k_clusters, num_tokens, dense_prefix, dense_suffix)
 
-    # -- query tiles: big_m-row tiles first, then full block_m-row tiles, the last rows in one
-    #    remainder_m-row tile when they fit --
+    # -- query tiles: full block_m-row tiles, the last rows in one remainder_m-row tile when they fit --
     if not 0 <= remainder_m < block_m:
         raise ValueError(f"remainder_m must be in [0, block_m), got {remainder_m}")
-    if big_m and (big_m <= block_m or big_m % block_m):
-        raise ValueError(f"big_m must be 0 or a multiple of block_m ({block_m}) larger than it, got {big_m}")
     q_block_size = block_sizes_with_dense(q_cluster_sizes, dense_prefix, dense_suffix)
     num_q_blocks = q_block_size.shape[1]
     q_block_start = _exclusive_cumsum(q_block_size)
     q_block_end = (q_block_start + q_block_size).contiguous()
-    if big_m:
-        big_tiles = q_block_size // big_m
-        big_tiles = big_tiles + (q_block_size % big_m > big_m - (remainder_m or block_m)).int()
-        big_tile_block, big_tile_start = _tiles_of_blocks(big_tiles, q_block_start, big_m,
-                                                          -(-num_tokens // big_m) + num_q_blocks)
-        rest_start = q_block_start + big_tiles * big_m
-        rest_size = (q_block_size - big_tiles * big_m).clamp(min=0)
-    else:
-        big_tile_block = big_tile_start = torch.empty(num_problems, 0, dtype=torch.int32, device=device)
-        rest_start, rest_size = q_block_start, q_block_size
     if remainder_m:
-        tail = rest_size % block_m
+        tail = q_block_size % block_m
         has_remainder = (tail > 0) & (tail <= remainder_m)
-        q_block_tiles = (rest_size + block_m - 1) // block_m - has_remainder.int()
+        q_block_tiles = (q_block_size + block_m - 1) // block_m - has_remainder.int()
     else:
-        has_remainder = torch.zeros_like(rest_size, dtype=torch.bool)
-        q_block_tiles = (rest_size + block_m - 1) // block_m
-    q_tile_block, q_tile_start = _tiles_of_blocks(q_block_tiles, rest_start, block_m,
-                                                  -(-num_tokens // block_m) + num_q_blocks)
+        has_remainder = torch.zeros_like(q_block_size, dtype=torch.bool)
+        q_block_tiles = (q_block_size + block_m - 1) // block_m
+    q_tiles_inclusive = q_block_tiles.cumsum(-1, dtype=torch.int32)
+    max_q_tiles = -(-num_tokens // block_m) + num_q_blocks
+    tile_index = torch.arange(max_q_tiles, device=device, dtype=torch.int32).expand(num_problems, -1)
+    q_tile_block = torch.searchsorted(q_tiles_inclusive, tile_index.contiguous(), right=True, out_int32=True)
+    tile_block_safe = q_tile_block.clamp(max=num_q_blocks - 1).long()
+    q_block_first_tile = q_tiles_inclusive - q_block_tiles
+    q_tile_start = (q_block_start.gather(1, tile_block_safe)
+                    + (tile_index - q_block_first_tile.gather(1, tile_block_safe)) * block_m).to(torch.int32)
     block_index = torch.arange(num_q_blocks, device=device, dtype=torch.int32).expand(num_problems, -1)
     rem_tile_block = torch.where(has_remainder, block_index, num_q_blocks).to(torch.int32).contiguous()
-    rem_tile_start = (rest_start + q_block_tiles * block_m).to(torch.int32).contiguous()
+    rem_tile_start = (q_block_start + q_block_tiles * block_m).to(torch.int32).contiguous()
 
     # -- key side: per query block, the kept non-empty key blocks packed back to back (one small kernel) --
     k_block_size = block_sizes_with_dense(k_cluster_sizes, dense_prefix, dense_suffix)
@@ -224,14 +194,12 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
         kv_row_shift, kv_tile_starts, num_q_blocks, num_k_blocks, num_kv_tiles * words, BLOCK_N=block_n,
         WORDS=words, CHUNK=min(KV_PLAN_CHUNK, triton.next_power_of_2(num_k_blocks)), num_warps=4)
 
+    q_tile_start = q_tile_start.contiguous()
     if longest_first:
         q_tile_block, q_tile_start = _longest_first(kv_length, q_tile_block, q_tile_start)
         rem_tile_block, rem_tile_start = _longest_first(kv_length, rem_tile_block, rem_tile_start)
-        if big_m:
-            big_tile_block, big_tile_start = _longest_first(kv_length, big_tile_block, big_tile_start)
     return AttentionLaunch(
-        q_rows=q_rows, k_rows=k_rows, big_tile_block=big_tile_block, big_tile_start=big_tile_start,
-        q_tile_block=q_tile_block, q_tile_start=q_tile_start,
+        q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start,
         rem_tile_block=rem_tile_block, rem_tile_start=rem_tile_start, q_block_end=q_block_end,
         kv_length=kv_length, kv_row_shift=kv_row_shift, kv_tile_starts=kv_tile_starts,
-        block_m=block_m, block_n=block_n, remainder_m=remainder_m, kv_words=words, big_m=big_m)
+        block_m=block_m, block_n=block_n, remainder_m=remainder_m, kv_words=words)

@@ -151,26 +151,3 @@ def test_int8_scores_within_twice_torch_bf16(head_dim):
     assert quality["int8"]["error_vs_oracle"] <= 2 * quality["int8"]["torch_lowp_error_vs_oracle"]
     # the int8 path ran: its error is above the bf16 kernel's
     assert quality["int8"]["error_vs_oracle"] > quality["bf16"]["error_vs_oracle"]
-
-
-@pytest.mark.parametrize("qk_int8", [False, True])
-def test_big_query_tiles_within_twice_torch_and_close_to_two_tiers(qk_int8):
-    """12 query clusters of ~500 rows, so the default's 256-row tiles (and their padded round-up) run."""
-    from svg2_core.triton_backend import TritonBackend
-    from svg2_core.triton_kernels.attention import AttentionConfig, default_config
-
-    assert default_config(128).big_m == 256
-    dense_suffix = 64
-    q, k, v = _problem(torch.bfloat16, 128, dense_suffix)
-    scale = 1 / math.sqrt(128)
-    three_tiers = TritonBackend()
-    out, plan = _svg2_call(three_tiers, q, k, v, q[:, :12].float(), k[:, :300].float(), dense_suffix, scale, qk_int8)
-    launch = three_tiers.plan_launch(plan, q.shape[1], 128)
-    assert int((launch.big_tile_block < launch.q_block_end.shape[1]).sum()) > 20
-    two_tiers = TritonBackend(AttentionConfig.parse("128x128x8x3-r64x4"))
-    two = two_tiers.sparse_attention(q, k, v, plan, scale, qk_int8)
-    quality = _plan_quality(q, k, v, plan, {"three": out, "two": two}, dense_suffix, scale)
-    for name in ("three", "two"):
-        assert quality[name]["error_vs_oracle"] <= 2 * quality[name]["torch_lowp_error_vs_oracle"]
-    # the same arithmetic per row: only the tiling differs
-    assert abs(quality["three"]["error_vs_oracle"] - quality["two"]["error_vs_oracle"]) <= 0.1 * quality["two"]["error_vs_oracle"]
