@@ -119,10 +119,9 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
         q_init = cached.q_centroids.reshape(num_problems, config.num_q_clusters, head_dim)
         k_init = cached.k_centroids.reshape(num_problems, config.num_k_clusters, head_dim)
         iterations = config.kmeans_iters
-    # warm calls may overlap the two k-means (and the int8 coding) on two streams; cold ones autotune
-    clustered = runner.cluster(q, k, q_points, q_init, k_points, k_init, iterations, config.qk_int8,
-                               overlap=cached is not None)
-    q_clusters, k_clusters = clustered.q_clusters, clustered.k_clusters
+    # a warm call may run the two k-means on two streams; a cold one may autotune, so one after the other
+    q_clusters, k_clusters = runner.cluster(q_points, q_init, k_points, k_init, iterations,
+                                            overlap=cached is not None)
     if state is not None:
         state.store(cache_key, CentroidEntry(
             signature,
@@ -134,7 +133,7 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
                                       config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
-    out = runner.sparse_attention(q, k, v, plan, scale, config.qk_int8, clustered.score_codes)
+    out = runner.sparse_attention(q, k, v, plan, scale, config.qk_int8)
     if not return_info:
         return out
     return out, _info(plan, batch, heads, runner.name)

@@ -47,16 +47,6 @@ class ClusterPlan:
                                  block_mask_with_dense(self.block_mask))
 
 
-@dataclass
-class Clustered:
-    """What `Backend.cluster` returns: the k-means of q and of k, and (Triton with qk_int8) the int8 score codes
-    of q and k, made beside the k-means, for `sparse_attention` (None: it codes them itself)."""
-
-    q_clusters: KMeansResult
-    k_clusters: KMeansResult
-    score_codes: object | None = None
-
-
 class Backend(Protocol):
     name: str
 
@@ -65,20 +55,19 @@ class Backend(Protocol):
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
         """points: [G, N, D] or [B, H, N, D] -> labels [G, N], centroids [G, C, D], sizes [G, C]."""
 
-    def cluster(self, q: torch.Tensor, k: torch.Tensor, q_points: torch.Tensor, q_init: torch.Tensor,
-                k_points: torch.Tensor, k_init: torch.Tensor, iterations: int, qk_int8: bool = False,
-                overlap: bool = False) -> Clustered:
-        """k-means of q_points and k_points (the clustered spans of q, k: [G, Nc, D] or [B, H, Nc, D]) from
-        q_init [G, Cq, D], k_init [G, Ck, D]; overlap: the backend may run them concurrently (warm calls)."""
+    def cluster(self, q_points: torch.Tensor, q_init: torch.Tensor, k_points: torch.Tensor, k_init: torch.Tensor,
+                iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
+        """k-means of q_points and of k_points ([G, Nc, D] or [B, H, Nc, D]) from q_init [G, Cq, D] and k_init
+        [G, Ck, D]; overlap: the backend may run the two concurrently (warm calls)."""
 
     def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
                       top_p: float, min_kept: int, scale: float) -> torch.Tensor:
         """[G, Cq, D], [G, Ck, D], [G, Ck] -> block_mask [G, Cq, Ck] bool (svg2_core.selection's rule)."""
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
-                         scale: float, qk_int8: bool = False, score_codes: object | None = None) -> torch.Tensor:
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
         """q, k, v: [G, N, D] or [B, H, N, D] in original order -> out in q's shape and dtype.
-        qk_int8: scores from int8 codes of q and k (svg2_core.quantize); score_codes: `cluster`'s codes."""
+        qk_int8: scores from int8 codes of q and k (svg2_core.quantize)."""
 
 
 class TorchBackend:
@@ -93,11 +82,10 @@ class TorchBackend:
         """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]."""
         return kmeans_torch(flat_problems(points), init_centroids, iterations)
 
-    def cluster(self, q: torch.Tensor, k: torch.Tensor, q_points: torch.Tensor, q_init: torch.Tensor,
-                k_points: torch.Tensor, k_init: torch.Tensor, iterations: int, qk_int8: bool = False,
-                overlap: bool = False) -> Clustered:
-        """One k-means after the other; the int8 emulation happens in sparse_attention."""
-        return Clustered(self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations))
+    def cluster(self, q_points: torch.Tensor, q_init: torch.Tensor, k_points: torch.Tensor, k_init: torch.Tensor,
+                iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
+        """One k-means after the other."""
+        return self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations)
 
     def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
                       top_p: float, min_kept: int, scale: float) -> torch.Tensor:
@@ -105,7 +93,7 @@ class TorchBackend:
         return select_blocks(q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ClusterPlan,
-                         scale: float, qk_int8: bool = False, score_codes: object | None = None) -> torch.Tensor:
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
         """q, k, v: [G, N, D] or [B, H, N, D] in original order; returns q's shape in q's dtype, original order.
         qk_int8: q and k replaced by their int8 codes x scales first, in fp32 (what the Triton kernel computes)."""
         shape, dtype = q.shape, q.dtype

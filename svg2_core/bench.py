@@ -206,7 +206,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         from .triton_backend import TritonBackend
         from .triton_kernels.permute import gather_key_values
         from .triton_kernels.attention import AttentionConfig
-        from .triton_kernels.quantize import ScoreCodes
+        from .triton_kernels.quantize import quantize_keys, quantize_queries
         configs = [AttentionConfig.parse(text) for text in args.configs] or [None]
         backends = [TritonBackend(config) for config in configs]
     else:
@@ -225,16 +225,13 @@ def run_shape(name: str, args, timer, device) -> dict:
     result["kmeans_cold_ms"] = timer(cold) if device.type == "cuda" else None
     q_warm_init, k_warm_init = q_cold.centroids, k_cold.centroids
 
-    def warm(overlap=True, codes=False):
-        return backend.cluster(q, k, q_points, q_warm_init, k_points, k_warm_init, 2, codes, overlap)
+    def warm(overlap=True):
+        return backend.cluster(q_points, q_warm_init, k_points, k_warm_init, 2, overlap)
 
-    clustered = warm()
-    q_clusters, k_clusters = clustered.q_clusters, clustered.k_clusters
+    q_clusters, k_clusters = warm()
     kmeans_ms = timer(warm)  # as a warm call runs them: overlapped where the backend can
     result["kmeans_warm2_ms"] = kmeans_ms
     result["kmeans_warm2_one_after_other_ms"] = timer(lambda: warm(overlap=False))
-    if qk_int8:
-        result["kmeans_warm2_with_codes_ms"] = timer(lambda: warm(codes=True))
     if args.backend == "triton":
         from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 
@@ -273,8 +270,7 @@ def run_shape(name: str, args, timer, device) -> dict:
         density = plan.density()
         row = {"method": f"SVG2 top_p={top_p}", "density": float(density.mean()), "kmeans_warm2_ms": kmeans_ms,
                "block_map_ms": timer(lambda p=top_p: block_mask_for(q_clusters, k_clusters, p))}
-        score_codes = warm(codes=True).score_codes if qk_int8 else None
-        out = backend.sparse_attention(q, k, v, plan, scale, qk_int8, score_codes)
+        out = backend.sparse_attention(q, k, v, plan, scale, qk_int8)
         if backend.name == "triton":
             launch = backend.plan_launch(plan, num_tokens, head_dim)
             row["plan_ms"] = timer(lambda: backend.plan_launch(plan, num_tokens, head_dim))
@@ -285,25 +281,20 @@ def run_shape(name: str, args, timer, device) -> dict:
                 candidate_launch = candidate.plan_launch(plan, num_tokens, head_dim)
                 k_source, v_source = candidate.key_source(k, v, candidate_launch)
                 label = candidate.config_for(head_dim).label()
-                codes = score_codes if k_source is k else None  # a sorted copy is coded in the kernel stage
-                kernels[label] = timer(lambda c=candidate, cl=candidate_launch, ks=k_source, vs=v_source, sc=codes:
-                                       c.run_launch(q, ks, vs, cl, scale, qk_int8, sc))
+                kernels[label] = timer(lambda c=candidate, cl=candidate_launch, ks=k_source, vs=v_source: c.run_launch(
+                    q, ks, vs, cl, scale, qk_int8))
             row["kernel_ms_by_config"] = kernels
-            row["kernel_ms"] = min(kernels.values())  # row table + attention launches (int8 codes made beside k-means)
+            row["kernel_ms"] = min(kernels.values())  # int8 coding of q and k, row tables, attention
             row["unpermute_ms"] = 0.0  # fused: the kernel stores each row at its original position
-            if qk_int8:
-                row["coding_ms"] = timer(lambda: ScoreCodes.of(q, k))
+            if qk_int8:  # the part of the kernel stage that codes q and k
+                row["kernel_coding_ms"] = timer(lambda: (quantize_queries(q), quantize_keys(k)))
 
             def whole_call(p=top_p):
-                both = backend.cluster(q, k, q_points, q_warm_init, k_points, k_warm_init, 2, qk_int8, True)
-                return backend.sparse_attention(q, k, v, plan_for(both.q_clusters, both.k_clusters, p), scale,
-                                                qk_int8, both.score_codes)
+                qc, kc = backend.cluster(q_points, q_warm_init, k_points, k_warm_init, 2, overlap=True)
+                return backend.sparse_attention(q, k, v, plan_for(qc, kc, p), scale, qk_int8)
             row["total_ms"] = timer(whole_call)
             row["speedup_vs_best_dense"] = best_dense / row["total_ms"]
             row["kernel_vs_density_x_dense"] = row["kernel_ms"] / (row["density"] * best_dense)
-            if qk_int8:  # with the coding of q and k in the kernel stage (where it ran before it moved beside k-means)
-                row["kernel_with_coding_vs_density_x_dense"] = ((row["kernel_ms"] + row["coding_ms"])
-                                                                / (row["density"] * best_dense))
         else:
             row["total_ms"] = timer(lambda: backend.sparse_attention(q, k, v, plan, scale, qk_int8)) + kmeans_ms
         base = positional_plan(q, k, density, scale)
@@ -351,7 +342,7 @@ def format_table(result: dict) -> str:
                                 ("error_vs_oracle", 8, ".4f"), ("torch_lowp_error_vs_oracle", 8, ".4f")):
             cells.append(f"{row[key]:{width}{fmt}}" if key in row else f"{'':{width}}")
         stages = ", ".join(f"{key[:-3]} {row[key]:.2f}" for key in ("kmeans_warm2_ms", "block_map_ms", "plan_ms",
-                                                                      "permute_ms", "coding_ms", "kernel_ms",
+                                                                      "permute_ms", "kernel_ms", "kernel_coding_ms",
                                                                       "unpermute_ms")
                            if key in row and "total_ms" in row)
         lines.append(" ".join(cells) + "  " + (stages or row.get("note", "")))

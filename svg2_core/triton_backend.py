@@ -4,17 +4,16 @@ Same contract as the reference (svg2_core.backends): points / q, k, v are `[B, H
 G = batch x heads, read in place whatever their strides (last dim contiguous; svg2_core.problems).
 Nothing in a call reads back from the device, so a call can be captured in a CUDA graph.
 
-A warm call (`cluster(..., overlap=True)`) runs the k-means of k on the caller's stream and, on a second
-stream of the same device, the int8 coding of q and k and then the k-means of q: the label sorts, centroid
-updates and memory-bound coding passes of one side fill the gaps of the other side's compute-bound
-assignment kernels. The second stream waits for the caller's stream first and the caller's stream waits
-for it at the end (events, no host synchronisation; a CUDA graph captures both).
+A warm call (`cluster(..., overlap=True)`) runs the k-means of k on the caller's stream and the k-means of
+q on a second stream of the same device: the label sorts and centroid updates of one side fill gaps in the
+other side's assignment kernels (H200, Wan 14B: 6.9 vs 7.3 ms, BENCHMARKS.md session 6). The second stream
+waits for the caller's stream first and the caller's stream waits for it at the end (events, no host
+synchronisation; a CUDA graph captures both).
 """
 from __future__ import annotations
 
 import torch
 
-from .backends import Clustered
 from .kmeans import KMeansResult
 from .problems import as_problems, flat_problems
 from .triton_kernels import interpreting, side_stream
@@ -22,7 +21,6 @@ from .triton_kernels.attention import AttentionConfig, default_config, sparse_at
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 from .triton_kernels.permute import gather_key_values
 from .triton_kernels.plan import LABEL_SORT_ATTRIBUTE, AttentionLaunch, build_launch
-from .triton_kernels.quantize import ScoreCodes
 from .triton_kernels.selection import MAX_KEY_CLUSTERS, top_p_mask
 from .selection import key_cluster_probabilities
 from .selection import top_p_mask as reference_top_p_mask
@@ -73,30 +71,26 @@ class TritonBackend:
             setattr(labels, LABEL_SORT_ATTRIBUTE, sorted_points)
         return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes)
 
-    def cluster(self, q: torch.Tensor, k: torch.Tensor, q_points: torch.Tensor, q_init: torch.Tensor,
-                k_points: torch.Tensor, k_init: torch.Tensor, iterations: int, qk_int8: bool = False,
-                overlap: bool = False) -> Clustered:
+    def cluster(self, q_points: torch.Tensor, q_init: torch.Tensor, k_points: torch.Tensor, k_init: torch.Tensor,
+                iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
         """k-means of q_points ([G, Nc, D] or [B, H, Nc, D]) from q_init [G, Cq, D] and of k_points from k_init
-        [G, Ck, D]; with qk_int8 also the int8 codes of the whole q and k ([B, H, N, D]) for sparse_attention.
-        overlap (CUDA only): the k-means of k on the current stream, the codes and the k-means of q on a second
-        stream. Keep it off for a cold call: a first call autotunes the assignment kernel, and two kernels
-        timing themselves at once would tune each other's noise."""
-        if not overlap or q.device.type != "cuda":
-            return Clustered(self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations),
-                             ScoreCodes.of(q, k) if qk_int8 else None)
-        main = torch.cuda.current_stream(q.device)
-        side = side_stream(q.device)
+        [G, Ck, D]. overlap (CUDA only): the k-means of k on the current stream, that of q on a second stream.
+        Keep it off for a cold call: a first call autotunes the assignment kernel, and two kernels timing
+        themselves at once would tune each other's noise."""
+        if not overlap or q_points.device.type != "cuda":
+            return self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations)
+        main = torch.cuda.current_stream(q_points.device)
+        side = side_stream(q_points.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):
-            score_codes = ScoreCodes.of(q, k) if qk_int8 else None
             q_clusters = self.kmeans(q_points, q_init, iterations)
         k_clusters = self.kmeans(k_points, k_init, iterations)
         main.wait_stream(side)
         # made on the second stream, used on this one: the allocator must not hand their memory to the second
         # stream again before this stream is done with them
-        for tensor in _tensors_of(q_clusters) + (list(score_codes.tensors()) if score_codes else []):
+        for tensor in _tensors_of(q_clusters):
             tensor.record_stream(main)
-        return Clustered(q_clusters, k_clusters, score_codes)
+        return q_clusters, k_clusters
 
     def select_blocks(self, q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_cluster_sizes: torch.Tensor,
                       top_p: float, min_kept: int, scale: float) -> torch.Tensor:
@@ -126,21 +120,15 @@ class TritonBackend:
         return k, v
 
     def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
-                   launch: AttentionLaunch, scale: float, qk_int8: bool = False,
-                   score_codes: ScoreCodes | None = None) -> torch.Tensor:
-        """The "run" half: q in original order, k / v from `key_source`; with qk_int8 the codes of q and
-        k_source (`score_codes`, or coded here first)."""
-        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]), qk_int8,
-                                score_codes)
+                   launch: AttentionLaunch, scale: float, qk_int8: bool = False) -> torch.Tensor:
+        """The "run" half: q in original order, k / v from `key_source` (with qk_int8, q and k are coded first)."""
+        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]), qk_int8)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
-                         scale: float, qk_int8: bool = False, score_codes: ScoreCodes | None = None) -> torch.Tensor:
+                         scale: float, qk_int8: bool = False) -> torch.Tensor:
         """q, k, v: [G, N, D] or [B, H, N, D] in original order, read in place; returns q's shape and dtype,
-        original order, q's strides when q is dense. qk_int8: int8 scores (svg2_core.quantize), from
-        `score_codes` (`cluster`'s) when given."""
+        original order, q's strides when q is dense. qk_int8: int8 scores (svg2_core.quantize)."""
         q, k, v = as_problems(q), as_problems(k), as_problems(v)
         launch = self.plan_launch(plan, q.shape[-2], q.shape[-1])
         k_source, v_source = self.key_source(k, v, launch)
-        if k_source is not k:  # a cluster-sorted copy: its codes are not k's
-            score_codes = None
-        return self.run_launch(q, k_source, v_source, launch, scale, qk_int8, score_codes)
+        return self.run_launch(q, k_source, v_source, launch, scale, qk_int8)

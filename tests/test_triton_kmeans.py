@@ -102,3 +102,20 @@ def test_kmeans_leaves_its_label_sort_for_the_plan():
     sorted_labels = result.labels.gather(1, middle)
     assert torch.all(sorted_labels[:, 1:] >= sorted_labels[:, :-1])  # ... grouped by cluster
     assert reused[:, 0].tolist() == [0, 124] and reused[:, -3:].tolist() == [[121, 122, 123], [245, 246, 247]]
+
+
+def test_cluster_returns_both_kmeans_whether_or_not_it_may_overlap_them():
+    from svg2_core.backends import TorchBackend
+
+    generator = torch.Generator().manual_seed(6)
+    q_points, k_points = (torch.randn(2, 144, 64, generator=generator).to(DEVICE, torch.bfloat16) for _ in range(2))
+    q_init, k_init = q_points[:, :6].float(), k_points[:, 10:34].float()
+    backend = TritonBackend()
+    for overlap in (False, True):  # overlapping needs CUDA: on the CPU the two run one after the other
+        q_clusters, k_clusters = backend.cluster(q_points, q_init, k_points, k_init, 2, overlap=overlap)
+        for got, alone in ((q_clusters, backend.kmeans(q_points, q_init, 2)),
+                           (k_clusters, backend.kmeans(k_points, k_init, 2))):
+            assert torch.equal(got.labels, alone.labels) and torch.equal(got.centroids, alone.centroids)
+            assert torch.equal(got.cluster_sizes, alone.cluster_sizes)
+    torch_q, torch_k = TorchBackend().cluster(q_points, q_init, k_points, k_init, 2)
+    assert torch_q.centroids.shape == (2, 6, 64) and torch_k.centroids.shape == (2, 24, 64)

@@ -10,7 +10,7 @@ from svg2_core.backends import ClusterPlan, TorchBackend
 from svg2_core.quantize import INT8_LEVELS, int8_codes, key_smoothing, quantize_dequantize_qk
 from svg2_core.triton_backend import TritonBackend
 from svg2_core.triton_kernels.attention import AttentionConfig
-from svg2_core.triton_kernels.quantize import ScoreCodes, quantize_keys, quantize_queries
+from svg2_core.triton_kernels.quantize import quantize_keys, quantize_queries
 from test_triton_attention import CASES, _problem
 
 
@@ -111,35 +111,6 @@ def test_int8_kernel_with_sorted_keys_and_remainder_tiles(config):
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True),
                                  masked_attention(q, k, v, allowed, 0.125, low_precision=False))
     assert relative_error(out, reference) <= 2 * torch_error
-
-
-def test_codes_made_beforehand_give_the_same_output_and_must_match_the_inputs():
-    """`Backend.cluster` codes q and k beside the k-means; the kernel then uses those codes as it would its own."""
-    q, k, v, plan = _problem(2, 160, 64, torch.bfloat16, 5, 17, 6, 24, seed=5)
-    backend = TritonBackend()
-    own = backend.sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
-    given = backend.sparse_attention(q, k, v, plan, 0.125, qk_int8=True, score_codes=ScoreCodes.of(q, k))
-    assert torch.equal(given, own)
-    with pytest.raises(ValueError, match=r"score_codes of q \(2, 150, 64\) and k \(2, 150, 64\) do not match q "
-                                         r"\(2, 160, 64\), k \(2, 160, 64\)"):
-        backend.sparse_attention(q, k, v, plan, 0.125, qk_int8=True,
-                                 score_codes=ScoreCodes.of(q[:, :150], k[:, :150]))
-
-
-def test_cluster_returns_both_kmeans_and_the_codes():
-    q, k, _, _ = _problem(2, 160, 64, torch.bfloat16, 0, 16, 6, 24, seed=6)
-    backend = TritonBackend()
-    q_points, k_points = q[:, :144], k[:, :144]
-    q_init, k_init = q_points[:, :6].float(), k_points[:, 10:34].float()
-    for overlap in (False, True):  # overlap needs CUDA: on the CPU it runs one after the other
-        clustered = backend.cluster(q, k, q_points, q_init, k_points, k_init, 2, qk_int8=True, overlap=overlap)
-        for got, alone in ((clustered.q_clusters, backend.kmeans(q_points, q_init, 2)),
-                           (clustered.k_clusters, backend.kmeans(k_points, k_init, 2))):
-            assert torch.equal(got.labels, alone.labels) and torch.equal(got.centroids, alone.centroids)
-        assert all(torch.equal(a, b) for a, b in zip(clustered.score_codes.tensors(), ScoreCodes.of(q, k).tensors()))
-    assert backend.cluster(q, k, q_points, q_init, k_points, k_init, 2).score_codes is None
-    torch_clustered = TorchBackend().cluster(q, k, q_points, q_init, k_points, k_init, 2, qk_int8=True)
-    assert torch_clustered.score_codes is None and torch_clustered.q_clusters.labels.shape == (2, 144)
 
 
 def test_public_api_int8_within_twice_torch_error():

@@ -26,7 +26,7 @@ import triton.language as tl
 from ..problems import ProblemStrides, problem_rows
 from . import interpreting, side_stream
 from .plan import AttentionLaunch
-from .quantize import ScoreCodes
+from .quantize import quantize_keys, quantize_queries
 
 _LOG2_E = 1.4426950408889634
 
@@ -272,11 +272,11 @@ def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem
 
 def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                      launch: AttentionLaunch, scale: float, config: AttentionConfig,
-                     qk_int8: bool = False, score_codes: ScoreCodes | None = None) -> torch.Tensor:
+                     qk_int8: bool = False) -> torch.Tensor:
     """q: [G, N, D] or [B, H, N, D] in original order; k_source, v_source: the same shape, the original k, v
     or (config.sorted_keys) their cluster-sorted copies (rows = launch.k_rows). All read in place (any
     strides, last dim contiguous; svg2_core.problems), one dtype (fp16/bf16). qk_int8: scores from int8 codes
-    of q and k (svg2_core.quantize): `score_codes` when given (codes of q and of k_source), else coded first.
+    of q and k (svg2_core.quantize), coded first (triton_kernels.quantize).
 
     Tiles come from `launch`, warps and stages from `config`. Returns out in q's shape, dtype, original
     order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v, and with
@@ -285,13 +285,8 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     num_problems, num_tokens, head_dim = problem_rows(q)
     out = torch.empty_like(q)
     if qk_int8:
-        if score_codes is None:
-            score_codes = ScoreCodes.of(q, k_source)
-        elif score_codes.q_codes.shape != q.shape or score_codes.k_codes.shape != k_source.shape:
-            raise ValueError(f"score_codes of q {tuple(score_codes.q_codes.shape)} and k "
-                             f"{tuple(score_codes.k_codes.shape)} do not match q {tuple(q.shape)}, k "
-                             f"{tuple(k_source.shape)}")
-        q, q_scale, k_source, k_scale = score_codes.tensors()
+        q, q_scale = quantize_queries(q)
+        k_source, k_scale = quantize_keys(k_source)
     else:
         q_scale = k_scale = torch.empty(0, dtype=torch.float32, device=q.device)
     # the kernel's key offsets within a problem are int32: rows too far apart are read from a compact copy

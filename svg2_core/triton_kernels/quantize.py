@@ -9,8 +9,6 @@ Triton then feeds the int8 MMA from shared memory instead of reloading a registe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -122,22 +120,3 @@ def quantize_keys(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, mean, INT8_LEVELS / absmax, codes, num_tokens, strides.heads, *strides.strides,
         HEAD_DIM=head_dim, BLOCK_T=block_tokens, num_warps=4)
     return codes.view(k.shape), absmax / INT8_LEVELS
-
-
-@dataclass
-class ScoreCodes:
-    """The int8 operands of the kernel's scores: q_codes [G, N, D] / [B, H, N, D] int8 with row scales q_scale
-    [G, N] fp32, k_codes likewise with one scale per problem k_scale [G] fp32 (codes of k minus its mean)."""
-
-    q_codes: torch.Tensor
-    q_scale: torch.Tensor
-    k_codes: torch.Tensor
-    k_scale: torch.Tensor
-
-    @classmethod
-    def of(cls, q: torch.Tensor, k: torch.Tensor) -> "ScoreCodes":
-        """Code q and k (fp16 / bf16, the same [B, H, N, D] or [G, N, D] shape, last dim contiguous)."""
-        return cls(*quantize_queries(q), *quantize_keys(k))
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.q_codes, self.q_scale, self.k_codes, self.k_scale
