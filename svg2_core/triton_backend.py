@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from .kmeans import KMeansResult
-from .problems import as_problems, flat_problems
-from .triton_kernels import interpreting, side_stream
+from .problems import as_problems, flat_problems, problem_rows
+from .triton_kernels import interpreting, overlap_pays, side_stream
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 from .triton_kernels.permute import gather_key_values
@@ -74,10 +74,12 @@ class TritonBackend:
     def cluster(self, q_points: torch.Tensor, q_init: torch.Tensor, k_points: torch.Tensor, k_init: torch.Tensor,
                 iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
         """k-means of q_points ([G, Nc, D] or [B, H, Nc, D]) from q_init [G, Cq, D] and of k_points from k_init
-        [G, Ck, D]. overlap (CUDA only): the k-means of k on the current stream, that of q on a second stream.
+        [G, Ck, D]. overlap: the k-means of k on the current stream, that of q on a second stream (CUDA, from
+        triton_kernels.OVERLAP_MIN_ROWS clustered rows).
         Keep it off for a cold call: a first call autotunes the assignment kernel, and two kernels timing
         themselves at once would tune each other's noise."""
-        if not overlap or q_points.device.type != "cuda":
+        num_problems, num_points, _ = problem_rows(q_points)
+        if not (overlap and overlap_pays(q_points.device, num_problems * num_points)):
             return self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations)
         main = torch.cuda.current_stream(q_points.device)
         side = side_stream(q_points.device)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ..problems import ProblemStrides, problem_rows
-from . import interpreting, side_stream
+from . import interpreting, overlap_pays, side_stream
 from .plan import AttentionLaunch
 from .quantize import quantize_keys, quantize_queries
 
@@ -39,7 +39,7 @@ class AttentionConfig:
     tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
-    overlap_row_table (CUDA): split the problems into chunks over two half-size row tables and fill the next
+    overlap_row_table (CUDA, from triton_kernels.OVERLAP_MIN_ROWS rows): split the problems into chunks over two half-size row tables and fill the next
     chunk's table on a second stream while the current chunk's attention runs (same memory as one table).
     """
 
@@ -302,7 +302,8 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     # two tables of half as many problems: one fills while the other is read (no more memory than one)
-    overlap = config.overlap_row_table and q.device.type == "cuda" and min(chunk, num_problems) >= 2
+    overlap = (config.overlap_row_table and overlap_pays(q.device, num_problems * num_tokens)
+               and min(chunk, num_problems) >= 2)
     if overlap:
         half = min(chunk, num_problems) // 2
         chunk = -(-num_problems // -(-num_problems // half))  # equal chunks of at most half

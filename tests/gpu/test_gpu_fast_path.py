@@ -64,9 +64,12 @@ def test_whole_call_captures_in_a_cuda_graph_and_replays_identically(qk_int8):
     assert torch.equal(captured, eager)
 
 
-def test_overlapped_kmeans_match_one_after_the_other():
+def test_overlapped_kmeans_match_one_after_the_other(monkeypatch):
     """Warm calls run the k-means of q on a second stream beside the k-means of k."""
+    from svg2_core import triton_kernels
     from svg2_core.triton_backend import TritonBackend
+
+    monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)  # this shape is below the size where it pays
 
     backend = TritonBackend()
     q, k, _ = _problem(torch.bfloat16, 128, 64)
@@ -80,9 +83,12 @@ def test_overlapped_kmeans_match_one_after_the_other():
 
 
 @pytest.mark.parametrize("qk_int8", [False, True])
-def test_row_tables_filled_beside_the_attention_give_the_same_output(qk_int8):
+def test_row_tables_filled_beside_the_attention_give_the_same_output(qk_int8, monkeypatch):
     """Two half-size row tables, the next one filled on a second stream, vs one table filled in line."""
+    from svg2_core import triton_kernels
     from svg2_core.triton_backend import TritonBackend
+
+    monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)  # this shape is below the size where it pays
     from svg2_core.triton_kernels.attention import AttentionConfig, problems_per_chunk
 
     q, k, v = _problem(torch.bfloat16, 128, 64)

@@ -12,6 +12,16 @@ CONFIG = SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160)
 CONFIGS = [CONFIG, SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160, qk_int8=True)]
 
 
+@pytest.fixture(params=["in line", "two streams"])
+def streams(request, monkeypatch):
+    """Run a test with the second-stream overlaps off (this shape's default) and forced on."""
+    from svg2_core import triton_kernels
+
+    if request.param == "two streams":
+        monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)
+    return request.param
+
+
 def _node_layout_inputs():
     """[B, H, N, D] transposed views of [B, N, H, D], as ComfyUI's models hand them over, 64 text tokens."""
     q, k, v = structured_qkv(2, 4, (8, 24, 32), 128, dense_suffix=64, device="cuda")
@@ -19,7 +29,7 @@ def _node_layout_inputs():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["bf16", "int8"])
-def test_warm_call_makes_no_host_synchronisation(config):
+def test_warm_call_makes_no_host_synchronisation(config, streams):
     q, k, v = _node_layout_inputs()
     state = SVG2State()
     svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64, backend="triton")
@@ -33,7 +43,7 @@ def test_warm_call_makes_no_host_synchronisation(config):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["bf16", "int8"])
-def test_warm_public_call_replays_in_a_cuda_graph(config):
+def test_warm_public_call_replays_in_a_cuda_graph(config, streams):
     q, k, v = _node_layout_inputs()
     state = SVG2State()
     svg2_attention(q, k, v, config, state=state, cache_key="layer", dense_suffix=64, backend="triton")
