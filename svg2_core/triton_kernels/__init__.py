@@ -12,9 +12,9 @@ def interpreting() -> bool:
 
 _SIDE_STREAMS: dict = {}
 
-# Second-stream overlap only from this many rows (problems x tokens) on: on the H200 it saved 0.3-0.5 ms per
-# stage at Wan 14B and HunyuanVideo (~3M rows), while at Wan 1.3B (0.4M rows) the call is bound by the host's
-# launches and the extra stream work made the k-means slower in two of three runs (BENCHMARKS.md session 6).
+# Second-stream overlap only from this many rows (problems x tokens) on: on the H200 it took 0.3-0.5 ms off the
+# two k-means at Wan 14B and HunyuanVideo (~3M rows), while at Wan 1.3B (0.4M rows) the call is bound by the
+# host's launches and the overlapped k-means was slower in two of three runs (BENCHMARKS.md session 6).
 OVERLAP_MIN_ROWS = 1_000_000
 
 

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ..problems import ProblemStrides, problem_rows
-from . import interpreting, overlap_pays, side_stream
+from . import interpreting
 from .plan import AttentionLaunch
 from .quantize import quantize_keys, quantize_queries
 
@@ -39,8 +39,6 @@ class AttentionConfig:
     tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
-    overlap_row_table (CUDA, from triton_kernels.OVERLAP_MIN_ROWS rows): split the problems into chunks over two half-size row tables and fill the next
-    chunk's table on a second stream while the current chunk's attention runs (same memory as one table).
     """
 
     block_m: int = 128
@@ -51,13 +49,11 @@ class AttentionConfig:
     remainder_warps: int = 4
     sorted_keys: bool = False
     longest_first: bool = True
-    overlap_row_table: bool = True
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u][-t]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-t` fills each
-        row table before its attention on one stream (no overlap_row_table)."""
+        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
@@ -66,8 +62,6 @@ class AttentionConfig:
                 values["sorted_keys"] = True
             elif option == "u":
                 values["longest_first"] = False
-            elif option == "t":
-                values["overlap_row_table"] = False
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -80,8 +74,7 @@ class AttentionConfig:
     def label(self) -> str:
         text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
         text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
-        return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-                + ("" if self.overlap_row_table else "-t"))
+        return text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
 
 
 def default_config(head_dim: int) -> AttentionConfig:
@@ -301,34 +294,13 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
-    # two tables of half as many problems: one fills while the other is read (no more memory than one)
-    overlap = (config.overlap_row_table and overlap_pays(q.device, num_problems * num_tokens)
-               and min(chunk, num_problems) >= 2)
-    if overlap:
-        half = min(chunk, num_problems) // 2
-        chunk = -(-num_problems // -(-num_problems // half))  # equal chunks of at most half
-        tables = [torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device) for _ in range(2)]
-        main, side = torch.cuda.current_stream(q.device), side_stream(q.device)
-        side.wait_stream(main)  # the launch metadata
-        table_read = [None, None]  # event after the attention that last read each table
-    else:
-        tables = [torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)]
+    kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)
     launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
     if launch.remainder_m:
         launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m, config.remainder_warps))
-    for index, first_problem in enumerate(range(0, num_problems, chunk)):
+    for first_problem in range(0, num_problems, chunk):
         problems = min(chunk, num_problems - first_problem)
-        kv_rows = tables[index % len(tables)]
-        if overlap:
-            with torch.cuda.stream(side):
-                if table_read[index % 2] is not None:
-                    side.wait_event(table_read[index % 2])
-                fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
-                filled = torch.cuda.Event()
-                filled.record(side)
-            main.wait_event(filled)
-        else:
-            fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
+        fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
         for tile_block, tile_start, block_m, warps in launches:
             num_tiles = tile_block.shape[1]
             _sparse_attention_kernel[(num_tiles, problems)](
@@ -337,7 +309,4 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, QK_INT8=qk_int8,
                 UPCAST=interpreting(), num_warps=warps, num_stages=config.num_stages)
-        if overlap:
-            table_read[index % 2] = torch.cuda.Event()
-            table_read[index % 2].record(main)
     return out

@@ -83,27 +83,6 @@ def test_overlapped_kmeans_match_one_after_the_other(monkeypatch):
 
 
 @pytest.mark.parametrize("qk_int8", [False, True])
-def test_row_tables_filled_beside_the_attention_give_the_same_output(qk_int8, monkeypatch):
-    """Two half-size row tables, the next one filled on a second stream, vs one table filled in line."""
-    from svg2_core import triton_kernels
-    from svg2_core.triton_backend import TritonBackend
-
-    monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)  # this shape is below the size where it pays
-    from svg2_core.triton_kernels.attention import AttentionConfig, problems_per_chunk
-
-    q, k, v = _problem(torch.bfloat16, 128, 64)
-    scale = 1 / math.sqrt(128)
-    overlapped = TritonBackend(AttentionConfig.parse("128x128x8x3-r64x4"))
-    _, plan = _svg2_call(overlapped, q, k, v, q[:, :100].float(), k[:, 200:400].float(), 64, scale)
-    num_q_blocks = plan.q_cluster_sizes.shape[1] + 2
-    assert problems_per_chunk(4, num_q_blocks, q.shape[1], 128, 2) == 4  # so the overlap runs two chunks of 2
-    in_line = TritonBackend(AttentionConfig.parse("128x128x8x3-r64x4-t"))
-    expected = in_line.sparse_attention(q, k, v, plan, scale, qk_int8)
-    for _ in range(3):
-        assert torch.equal(overlapped.sparse_attention(q, k, v, plan, scale, qk_int8), expected)
-
-
-@pytest.mark.parametrize("qk_int8", [False, True])
 def test_extra_memory_of_a_sparse_call_is_within_twice_qkv(qk_int8):
     from svg2_core.triton_backend import TritonBackend
 
