@@ -16,7 +16,7 @@ import torch
 
 from .kmeans import KMeansResult
 from .problems import as_problems, flat_problems, problem_rows
-from .triton_kernels import interpreting, overlap_pays, side_stream
+from .triton_kernels import interpreting
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
 from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 from .triton_kernels.permute import gather_key_values
@@ -27,6 +27,22 @@ from .selection import top_p_mask as reference_top_p_mask
 
 SUPPORTED_HEAD_DIMS = (64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# The k-means overlap only from this many clustered rows (problems x tokens) on: on the H200 it took 0.3-0.5 ms
+# off the two k-means at Wan 14B and HunyuanVideo (~3M rows), while at Wan 1.3B (0.4M rows) the call is bound
+# by the host's launches and the overlapped k-means was slower in two of three runs (BENCHMARKS.md session 6).
+OVERLAP_MIN_ROWS = 1_000_000
+
+# one second stream per CUDA device, made on first use
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _SIDE_STREAMS[index]
 
 
 def _tensors_of(clusters: KMeansResult) -> list[torch.Tensor]:
@@ -75,14 +91,14 @@ class TritonBackend:
                 iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
         """k-means of q_points ([G, Nc, D] or [B, H, Nc, D]) from q_init [G, Cq, D] and of k_points from k_init
         [G, Ck, D]. overlap: the k-means of k on the current stream, that of q on a second stream (CUDA, from
-        triton_kernels.OVERLAP_MIN_ROWS clustered rows).
+        OVERLAP_MIN_ROWS clustered rows).
         Keep it off for a cold call: a first call autotunes the assignment kernel, and two kernels timing
         themselves at once would tune each other's noise."""
         num_problems, num_points, _ = problem_rows(q_points)
-        if not (overlap and overlap_pays(q_points.device, num_problems * num_points)):
+        if not (overlap and q_points.device.type == "cuda" and num_problems * num_points >= OVERLAP_MIN_ROWS):
             return self.kmeans(q_points, q_init, iterations), self.kmeans(k_points, k_init, iterations)
         main = torch.cuda.current_stream(q_points.device)
-        side = side_stream(q_points.device)
+        side = _side_stream(q_points.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):
             q_clusters = self.kmeans(q_points, q_init, iterations)

@@ -66,10 +66,10 @@ def test_whole_call_captures_in_a_cuda_graph_and_replays_identically(qk_int8):
 
 def test_overlapped_kmeans_match_one_after_the_other(monkeypatch):
     """Warm calls run the k-means of q on a second stream beside the k-means of k."""
-    from svg2_core import triton_kernels
+    from svg2_core import triton_backend
     from svg2_core.triton_backend import TritonBackend
 
-    monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)  # this shape is below the size where it pays
+    monkeypatch.setattr(triton_backend, "OVERLAP_MIN_ROWS", 0)  # this shape is below the size where it pays
 
     backend = TritonBackend()
     q, k, _ = _problem(torch.bfloat16, 128, 64)

@@ -15,10 +15,10 @@ CONFIGS = [CONFIG, SVG2Config(top_p=0.9, num_q_clusters=48, num_k_clusters=160, 
 @pytest.fixture(params=["in line", "two streams"])
 def streams(request, monkeypatch):
     """Run a test with the second-stream overlaps off (this shape's default) and forced on."""
-    from svg2_core import triton_kernels
+    from svg2_core import triton_backend
 
     if request.param == "two streams":
-        monkeypatch.setattr(triton_kernels, "OVERLAP_MIN_ROWS", 0)
+        monkeypatch.setattr(triton_backend, "OVERLAP_MIN_ROWS", 0)
     return request.param
 
 
