@@ -29,10 +29,6 @@ from .plan import AttentionLaunch
 from .quantize import quantize_keys, quantize_queries
 
 _LOG2_E = 1.4426950408889634
-# int32 -> fp32 without a conversion instruction: for |s| < 2^22, the float whose bits are s + bits(1.5 x 2^23)
-# is exactly 1.5 x 2^23 + s (conversions run on the H100/H200's 16-lane-per-clock XU pipe, beside ex2)
-_MAGIC_FLOAT = tl.constexpr(12582912.0)
-_MAGIC_BITS = tl.constexpr(0x4B400000)
 
 
 @dataclass(frozen=True)
@@ -43,8 +39,6 @@ class AttentionConfig:
     tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
-    score_conversion (int8 scores to fp32, `_int_scores_to_float`): 0 a conversion instruction, 1 an integer
-    add and a float subtract (exact), 2 the add alone, the subtract folded into the exponent's per-row shift.
     """
 
     block_m: int = 128
@@ -55,13 +49,11 @@ class AttentionConfig:
     remainder_warps: int = 4
     sorted_keys: bool = False
     longest_first: bool = True
-    score_conversion: int = 1
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u][-cK]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-cK` sets
-        score_conversion to K."""
+        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
@@ -70,8 +62,6 @@ class AttentionConfig:
                 values["sorted_keys"] = True
             elif option == "u":
                 values["longest_first"] = False
-            elif option.startswith("c") and option[1:].isdigit():
-                values["score_conversion"] = int(option[1:])
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -84,8 +74,7 @@ class AttentionConfig:
     def label(self) -> str:
         text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
         text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
-        text += ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-        return text + ("" if self.score_conversion == 1 else f"-c{self.score_conversion}")
+        return text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
 
 
 def default_config(head_dim: int) -> AttentionConfig:
@@ -155,40 +144,19 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
 
 
 @triton.jit
-def _int_scores_to_float(scores, CONVERSION: tl.constexpr):
-    """int32 scores of int8 codes (|s| <= 256 x 127^2 < 2^22 up to head dim 256) as fp32: CONVERSION 0 a
-    conversion instruction (the XU pipe, 16 lanes per clock on the H100 / H200, which the tile's exponentials
-    already keep busy), 1 an integer add and a float subtract (exact), 2 the add alone: 1.5 x 2^23 + s."""
-    if scores.dtype == tl.float32:  # the interpreter's upcast operands: integral fp32 scores, made int32 again
-        scores = scores.to(tl.int32)
-    if CONVERSION == 0:
-        return scores.to(tl.float32)
-    elif CONVERSION == 1:
-        return (scores + _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC_FLOAT
-    else:
-        return (scores + _MAGIC_BITS).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr,
-            CONVERSION: tl.constexpr = 1):
+def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
     """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
     qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors."""
     if QK_INT8:
-        scores = _int_scores_to_float(tl.dot(q, tl.trans(k)), CONVERSION)
+        scores = tl.dot(q, tl.trans(k)).to(tl.float32)
         row_scale = qk_scale[:, None]
     else:
         scores = tl.dot(q, tl.trans(k))
         row_scale = qk_scale
     if MASKED:
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
-    if QK_INT8 and CONVERSION == 2:
-        # scores carry 1.5 x 2^23: take it off the row maxima, and off every score inside the exponent's FMA
-        m_new = tl.maximum(m_i, (tl.max(scores, axis=1) - _MAGIC_FLOAT) * qk_scale)
-        p = tl.math.exp2(scores * row_scale - (m_new + _MAGIC_FLOAT * qk_scale)[:, None])
-    else:
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
-        p = tl.math.exp2(scores * row_scale - m_new[:, None])
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
+    p = tl.math.exp2(scores * row_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -202,11 +170,10 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, CONVERSION: tl.constexpr):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
     pointers are unused."""
-    tl.static_assert(HEAD_DIM <= 256 or not QK_INT8, "int8 scores are exact in fp32 up to head dim 256")
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -254,7 +221,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8, CONVERSION)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
         k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
@@ -263,7 +230,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         slot_ok = full_end + within < kv_length
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8, CONVERSION)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
@@ -341,6 +308,5 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), CONVERSION=config.score_conversion, num_warps=warps,
-                num_stages=config.num_stages)
+                UPCAST=interpreting(), num_warps=warps, num_stages=config.num_stages)
     return out
