@@ -74,6 +74,7 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
     "16x16x4x1-r8-l",  # softmax denominators from the tensor cores (P times ones)
+    "32x32x4x1-r16x4x1x16",  # remainder tiles with their own (smaller) key tiles
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
@@ -87,7 +88,8 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4-l"])
+@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4-l",
+                                  "128x128x8x3-r64x4x2", "128x128x8x3-r64x4x3x64"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config

@@ -36,7 +36,8 @@ class AttentionConfig:
     """Tile sizes and launch shape of the sparse attention kernel.
 
     remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
-    tile is block_m rows); remainder_warps: its warps. sorted_keys: read k / v from a cluster-sorted copy
+    tile is block_m rows); remainder_warps, remainder_stages, remainder_block_n: its warps, pipeline stages and
+    key tile (0: num_stages, block_n); with less shared memory two of its programs fit on an SM. sorted_keys: read k / v from a cluster-sorted copy
     (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
     row_sums_by_mma: the softmax denominators come from the tensor cores (P times a ones block, beside P V)
@@ -49,13 +50,16 @@ class AttentionConfig:
     num_stages: int = 3
     remainder_m: int = 64
     remainder_warps: int = 4
+    remainder_stages: int = 0
+    remainder_block_n: int = 0
     sorted_keys: bool = False
     longest_first: bool = True
     row_sums_by_mma: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRMxRW][-s][-u]`, e.g. `128x64x8x3-r64x4`; `-r0` disables the remainder
+        """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
+        (remainder tiles with 3 stages of 64-key tiles); `-r0` disables the remainder
         tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-l` sets
         row_sums_by_mma."""
         head, *options = text.split("-")
@@ -71,8 +75,8 @@ class AttentionConfig:
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
-                if len(parts) > 1:
-                    values["remainder_warps"] = int(parts[1])
+                for key, part in zip(("remainder_warps", "remainder_stages", "remainder_block_n"), parts[1:]):
+                    values[key] = int(part)
             else:
                 raise ValueError(f"unknown option {option!r} in {text!r}")
         return cls(**values)
@@ -80,6 +84,9 @@ class AttentionConfig:
     def label(self) -> str:
         text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
         text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
+        if self.remainder_m and (self.remainder_stages or self.remainder_block_n):
+            text += f"x{self.remainder_stages or self.num_stages}"
+            text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
         text += ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
         return text + ("-l" if self.row_sums_by_mma else "")
 
@@ -317,19 +324,22 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)
-    launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.num_warps)]
+    launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.block_n, config.num_warps,
+                 config.num_stages)]
     if launch.remainder_m:
-        launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m, config.remainder_warps))
+        launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m,
+                         config.remainder_block_n or config.block_n, config.remainder_warps,
+                         config.remainder_stages or config.num_stages))
     for first_problem in range(0, num_problems, chunk):
         problems = min(chunk, num_problems - first_problem)
         fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
-        for tile_block, tile_start, block_m, warps in launches:
+        for tile_block, tile_start, block_m, block_n, warps, stages in launches:
             num_tiles = tile_block.shape[1]
             _sparse_attention_kernel[(num_tiles, problems)](
                 q, k_source, v_source, out, q_scale, k_scale, launch.q_rows, tile_block, tile_start, launch.q_block_end,
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
-                HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=config.block_n, QK_INT8=qk_int8,
+                HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
                 UPCAST=interpreting(), ROW_SUMS_BY_MMA=config.row_sums_by_mma, num_warps=warps,
-                num_stages=config.num_stages)
+                num_stages=stages)
     return out
