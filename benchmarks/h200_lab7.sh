@@ -7,6 +7,19 @@
 #   bash benchmarks/h200_lab7.sh   (results under $OUT, or /tmp when OUT is unset)
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
+# Run 56: the same kernel configurations alternated (A B A B A B) at Wan 14B 30% (int8), and Wan 1.3B (bf16).
+if [ "$RUN" = 56 ]; then
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs 128x128x8x3-r64x4 \
+    128x128x8x3-r64x4x2 128x128x8x3-r64x4 128x128x8x3-r64x4x2 128x128x8x3-r64x4 128x128x8x3-r64x4x2 \
+    --json $OUT/lab_remainder.json > $OUT/lab_remainder.txt 2>&1; grep "SVG2 kernel, SVG2 plan" $OUT/lab_remainder.txt
+python3 -m svg2_core.bench --qk input --peakedness 4 --rows-per-head 128 --shape wan21-1.3b-480p --top-p --density 0.15 0.30 \
+    --sol-tau --configs 128x128x8x3-r64x4 128x128x8x3-r64x4x2 --json $OUT/wan13b.json > $OUT/bench_wan13b.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_wan13b.txt
+python3 -c "
+import json; d = json.load(open('$OUT/wan13b.json'))
+for r in d['results'][0]['rows']:
+    if 'kernel_ms_by_config' in r: print('wan13b', round(r['density'], 3), {k: round(v, 3) for k, v in r['kernel_ms_by_config'].items()})"
+exit 0
+fi
 python3 -m pytest -q tests/gpu tests/test_triton_attention.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt
 CONFIGS="128x128x8x3-r64x4 128x128x8x3-r64x4x2 128x128x8x3-r64x4x3x64 128x128x8x3-r64x4x4x64 128x128x8x3-r64x4x2x64 128x128x8x3-r64x4"
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 \
