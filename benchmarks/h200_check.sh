@@ -1,9 +1,8 @@
-# The GPU checks and timings of BENCHMARKS.md session 6 (one H200, ~8 minutes):
+# The GPU checks and timings of BENCHMARKS.md sessions 6-7 (one H200, ~8 minutes; run 57 of session 7):
 #   bash benchmarks/h200_check.sh   (results under $OUT, or /tmp when OUT is unset)
 # Wan 14B with int8 scores (the node's default at this size) at ~15% and ~30% density, with comfy-kitchen's
 # sol_attn when .whl/comfy_kitchen.zip is there; the low-density settings that face sol_attn at tau 4;
-# HunyuanVideo and Wan 1.3B. (Run 50 also passed --configs 128x128x8x3-r64x4 128x128x8x3-r64x4-t to the first
-# bench, before the second-stream row tables were taken out again.)
+# HunyuanVideo and Wan 1.3B. Default kernel configuration only, so every "whole call" is the node's call.
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
 python3 -m pytest -q tests/gpu tests/test_triton_backend.py tests/test_triton_attention.py tests/test_triton_kmeans.py tests/test_triton_selection.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt

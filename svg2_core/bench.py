@@ -280,7 +280,7 @@ def run_shape(name: str, args, timer, device) -> dict:
             for candidate in backends:
                 candidate_launch = candidate.plan_launch(plan, num_tokens, head_dim)
                 k_source, v_source = candidate.key_source(k, v, candidate_launch)
-                label = candidate.config_for(head_dim).label()
+                label = candidate.config_for(head_dim, qk_int8).label()
                 kernels[label] = timer(lambda c=candidate, cl=candidate_launch, ks=k_source, vs=v_source: c.run_launch(
                     q, ks, vs, cl, scale, qk_int8))
             row["kernel_ms_by_config"] = kernels

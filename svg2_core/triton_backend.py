@@ -119,8 +119,10 @@ class TritonBackend:
             return reference_top_p_mask(probabilities, top_p, min_kept)
         return top_p_mask(probabilities, top_p, min_kept)
 
-    def config_for(self, head_dim: int) -> AttentionConfig:
-        return self.attention_config or default_config(head_dim)
+    def config_for(self, head_dim: int, qk_int8: bool = False) -> AttentionConfig:
+        """The configuration given to the backend, else the default for this head dim and score precision
+        (the plan's tiles do not depend on the precision, only the kernel's pipeline stages)."""
+        return self.attention_config or default_config(head_dim, qk_int8)
 
     def plan_launch(self, plan, num_tokens: int, head_dim: int) -> AttentionLaunch:
         """Kernel metadata for a ClusterPlan (the "plan" half of a call)."""
@@ -140,7 +142,7 @@ class TritonBackend:
     def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
                    launch: AttentionLaunch, scale: float, qk_int8: bool = False) -> torch.Tensor:
         """The "run" half: q in original order, k / v from `key_source` (with qk_int8, q and k are coded first)."""
-        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1]), qk_int8)
+        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1], qk_int8), qk_int8)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
                          scale: float, qk_int8: bool = False) -> torch.Tensor:

@@ -73,7 +73,6 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-u",  # tiles launched in block order instead of longest first
     "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
-    "16x16x4x1-r8-l",  # softmax denominators from the tensor cores (P times ones)
     "32x32x4x1-r16x4x1x16",  # remainder tiles with their own (smaller) key tiles
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
@@ -88,8 +87,8 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4-l",
-                                  "128x128x8x3-r64x4x2", "128x128x8x3-r64x4x3x64"])
+@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4x2",
+                                  "128x128x8x3-r64x4x3x64"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config
@@ -146,3 +145,17 @@ def test_key_side_metadata_packs_kept_blocks_in_order(chunk, monkeypatch):
                 slot += int(k_sizes[g, j])
             assert int(launch.kv_length[g, b]) == slot
             assert torch.equal(starts[g, b], expected_bits)
+
+
+def test_gpu_defaults_give_int8_remainder_tiles_two_stages(monkeypatch):
+    """On a GPU, int8 scores at head dim 128 run their remainder tiles with 2 stages (two programs per SM);
+    bf16 and head dim 64 keep the main tiles' stages. The plan's tiles are the same either way."""
+    from svg2_core.triton_kernels import attention
+
+    monkeypatch.setattr(attention, "interpreting", lambda: False)
+    int8, bf16 = attention.default_config(128, qk_int8=True), attention.default_config(128)
+    assert int8.label() == "128x128x8x3-r64x4x2" and bf16.label() == "128x128x8x3-r64x4"
+    assert (int8.block_m, int8.block_n, int8.remainder_m) == (bf16.block_m, bf16.block_n, bf16.remainder_m)
+    assert attention.default_config(64, qk_int8=True) == attention.default_config(64)
+    backend = TritonBackend()
+    assert backend.config_for(128, qk_int8=True) == int8 and backend.config_for(128) == bf16

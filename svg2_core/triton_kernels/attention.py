@@ -36,12 +36,11 @@ class AttentionConfig:
     """Tile sizes and launch shape of the sparse attention kernel.
 
     remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
-    tile is block_m rows); remainder_warps, remainder_stages, remainder_block_n: its warps, pipeline stages and
-    key tile (0: num_stages, block_n); with less shared memory two of its programs fit on an SM. sorted_keys: read k / v from a cluster-sorted copy
-    (one gather pass and 2/3 of q + k + v extra memory) instead of straight from the original rows.
+    tile is block_m rows); remainder_warps, remainder_stages, remainder_block_n: its warps, pipeline stages
+    and key tile (0: num_stages, block_n), so that with less shared memory two of its programs fit on an SM.
+    sorted_keys: read k / v from a cluster-sorted copy (one gather pass and 2/3 of q + k + v extra memory)
+    instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
-    row_sums_by_mma: the softmax denominators come from the tensor cores (P times a ones block, beside P V)
-    instead of a row sum of P on the FMA pipe.
     """
 
     block_m: int = 128
@@ -54,14 +53,12 @@ class AttentionConfig:
     remainder_block_n: int = 0
     sorted_keys: bool = False
     longest_first: bool = True
-    row_sums_by_mma: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
         """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
         (remainder tiles with 3 stages of 64-key tiles); `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-l` sets
-        row_sums_by_mma."""
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
@@ -70,8 +67,6 @@ class AttentionConfig:
                 values["sorted_keys"] = True
             elif option == "u":
                 values["longest_first"] = False
-            elif option == "l":
-                values["row_sums_by_mma"] = True
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -87,17 +82,20 @@ class AttentionConfig:
         if self.remainder_m and (self.remainder_stages or self.remainder_block_n):
             text += f"x{self.remainder_stages or self.num_stages}"
             text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
-        text += ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-        return text + ("-l" if self.row_sums_by_mma else "")
+        return text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
 
 
-def default_config(head_dim: int) -> AttentionConfig:
+def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
+    """The tiles measured fastest on the H200 (BENCHMARKS.md). With int8 scores at head dim 128, remainder
+    tiles run 2 pipeline stages: 105 KB of shared memory, so two of their programs share an SM (3 stages:
+    153 KB, one); Wan 14B at 30% density, run 56: 79.5 vs 81.0 ms, faster in 3 of 3 alternated pairs. In bf16
+    two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56)."""
     if interpreting():
         return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16)
     if head_dim <= 64:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
-    return AttentionConfig()
+    return AttentionConfig(remainder_stages=2 if qk_int8 else 0)
 
 
 @triton.jit
@@ -158,12 +156,9 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
 
 
 @triton.jit
-def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr,
-            ROW_SUMS_BY_MMA: tl.constexpr = False):
+def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
     """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
-    qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors.
-    l_i: [BLOCK_M] running sums, or (ROW_SUMS_BY_MMA) [BLOCK_M, 16], each column the running sum of the
-    low-precision P that P V uses, from one small MMA with a ones block."""
+    qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors."""
     if QK_INT8:
         scores = tl.dot(q, tl.trans(k)).to(tl.float32)
         row_scale = qk_scale[:, None]
@@ -175,12 +170,8 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_
     m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
     p = tl.math.exp2(scores * row_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
-    p_low = p.to(v.dtype)
-    if ROW_SUMS_BY_MMA:
-        l_i = tl.dot(p_low, tl.full([v.shape[0], 16], 1.0, v.dtype), l_i * alpha[:, None])
-    else:
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = tl.dot(p_low, v, acc * alpha[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
 
 
@@ -191,8 +182,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr,
-                             ROW_SUMS_BY_MMA: tl.constexpr):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
     pointers are unused."""
@@ -228,10 +218,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     k_base = k_ptr + batch_index * k_stride_b + head_index * k_stride_h
     v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    if ROW_SUMS_BY_MMA:
-        l_i = tl.zeros([BLOCK_M, 16], tl.float32)
-    else:
-        l_i = tl.zeros([BLOCK_M], tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     within = tl.arange(0, BLOCK_N)
     # The rows of the next key tile are loaded one iteration ahead and carried, so the k / v loads of an
@@ -246,7 +233,7 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8, ROW_SUMS_BY_MMA)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
         k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
@@ -255,13 +242,9 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         slot_ok = full_end + within < kv_length
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8, ROW_SUMS_BY_MMA)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
-    if ROW_SUMS_BY_MMA:
-        row_sums = tl.sum(l_i, axis=1) * 0.0625  # 16 equal columns
-    else:
-        row_sums = l_i
-    out = acc / tl.where(row_sums > 0, row_sums, 1.0)[:, None]
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
     tl.store(out_base + q_tokens[:, None] * out_stride_n + dims[None, :], out.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None])
@@ -340,6 +323,5 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), ROW_SUMS_BY_MMA=config.row_sums_by_mma, num_warps=warps,
-                num_stages=stages)
+                UPCAST=interpreting(), num_warps=warps, num_stages=stages)
     return out
