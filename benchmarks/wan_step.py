@@ -5,10 +5,12 @@ Builds ComfyUI's own `comfy.ldm.wan.model.WanModel` (Wan 2.1: both CFG branches,
 the video tokens) with random bf16 weights on the GPU and runs its forward with this pack's SVG2 patch (the
 node's override and APPLY_MODEL/OUTER_SAMPLE wrappers), so the timed path is the one ComfyUI runs. Shapes:
 Wan 1.3B at 480p x 81 frames (grid 21x30x52 = 32,760 tokens), Wan 14B at 720p x 81 frames (grid 21x45x80 =
-75,600 tokens), HunyuanVideo 13B at 720p x 129 frames (grid 33x45x80 = 118,800 tokens + 256 text).
+75,600 tokens), Wan 2.2 TI2V 5B at 1280x704 x 121 frames (48-channel latent, grid 31x22x40 = 27,280 tokens;
+its timestep per sample, as in text-to-video), HunyuanVideo 13B at 720p x 129 frames (grid 33x45x80 = 118,800 tokens + 256 text).
 
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --json bench-out/wan_step.json
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models hunyuan
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models 5b
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --tiny     # CPU smoke run (both families)
 """
 from __future__ import annotations
@@ -68,10 +70,11 @@ class Case:
     dim: int
     ffn_dim: int  # Wan: feed-forward width; HunyuanVideo: 4 x dim (mlp_ratio 4)
     layers: int  # Wan blocks; HunyuanVideo: double-stream blocks
-    latent: tuple  # (T, H, W) of the 16-channel latent; the grid is (T, H/2, W/2)
+    latent: tuple  # (T, H, W) of the latent; the grid is (T, H/2, W/2)
     family: str = "wan"
     single_layers: int = 0  # HunyuanVideo single-stream blocks
     text_tokens: int = 512
+    channels: int = 16  # latent channels (Wan 2.2 TI2V 5B: 48, its VAE compresses 16x16 spatially)
 
     @property
     def attention_layers(self) -> int:
@@ -86,8 +89,10 @@ class Case:
 CASES = {
     "1.3b": Case("Wan 2.1 1.3B 480p 81f", 1536, 8960, 30, (21, 60, 104)),
     "14b": Case("Wan 2.1 14B 720p 81f", 5120, 13824, 40, (21, 90, 160)),
+    "5b": Case("Wan 2.2 TI2V 5B 1280x704 121f", 3072, 14336, 30, (31, 44, 80), channels=48),
     "hunyuan": Case("HunyuanVideo 13B 720p 129f", 3072, 12288, 20, (33, 90, 160), "hunyuan", 40, 256),
     "tiny": Case("tiny Wan (CPU smoke)", 256, 512, 3, (3, 16, 16)),
+    "tiny-48ch": Case("tiny Wan 2.2 5B-like, 48 latent channels (CPU smoke)", 256, 512, 2, (3, 16, 16), channels=48),
     "tiny-hunyuan": Case("tiny HunyuanVideo (CPU smoke)", 256, 1024, 2, (3, 16, 16), "hunyuan", 2, 7),
 }
 
@@ -133,7 +138,8 @@ def hunyuan_params(case: Case, model_class) -> dict:
 def build_model(classes, operations, case: Case, device, dtype):
     """Random weights: matrices ~ N(0, 1/fan_in), norm scales 1, biases 0."""
     if case.family == "wan":
-        model = classes["wan"](model_type="t2v", in_dim=16, dim=case.dim, ffn_dim=case.ffn_dim, out_dim=16,
+        model = classes["wan"](model_type="t2v", in_dim=case.channels, dim=case.dim, ffn_dim=case.ffn_dim,
+                               out_dim=case.channels,
                                num_heads=case.dim // 128, num_layers=case.layers, device=device, dtype=dtype,
                                operations=operations)
     else:
@@ -185,7 +191,7 @@ def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict
     model = build_model(classes, operations, case, device, dtype)
     generator = torch.Generator(device=device).manual_seed(1)
     batch = case.batch
-    x = torch.randn(batch, 16, *case.latent, generator=generator, device=device, dtype=dtype)
+    x = torch.randn(batch, case.channels, *case.latent, generator=generator, device=device, dtype=dtype)
     context = torch.randn(batch, case.text_tokens, 4096, generator=generator, device=device, dtype=dtype)
     extra = {}
     if case.family == "hunyuan":
@@ -256,7 +262,7 @@ def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", type=Path, required=True, help="a ComfyUI source tree (its comfy/ package)")
-    parser.add_argument("--models", default="1.3b,14b", help="comma list of 1.3b, 14b, hunyuan")
+    parser.add_argument("--models", default="1.3b,14b", help="comma list of 1.3b, 14b, 5b, hunyuan")
     parser.add_argument("--tiny", action="store_true", help="CPU-sized Wan and HunyuanVideo, backend torch (smoke run)")
     parser.add_argument("--top-p", type=float, default=0.3,
                         help="random weights make attention flat, so density follows top_p: 0.3 -> ~30%%")
@@ -276,7 +282,8 @@ def main(argv=None) -> int:
     classes, operations = import_comfyui(args.comfyui.resolve())
     pack = load_pack()
     if args.tiny:
-        cases, device, dtype = [CASES["tiny"], CASES["tiny-hunyuan"]], torch.device("cpu"), torch.float32
+        cases = [CASES["tiny"], CASES["tiny-48ch"], CASES["tiny-hunyuan"]]
+        device, dtype = torch.device("cpu"), torch.float32
         args.q_clusters, args.k_clusters, args.min_tokens = min(args.q_clusters, 16), min(args.k_clusters, 32), 0
         args.reps, args.backend = min(args.reps, 2), "torch"
     else:
