@@ -131,52 +131,6 @@ def slice_attention(q, k, v, kv_length, rows, chunks, mode, block_m, block_n, wa
     return out, compiled
 
 
-@triton.jit
-def _assign_lab_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr, num_points, num_clusters,
-                       HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-                       A_REGISTERS: tl.constexpr):
-    """The production assign loop on contiguous [G, N, D] points; A_REGISTERS negates the points once (and
-    subtracts the dot), so Triton feeds the wgmma's A operand from registers instead of shared memory."""
-    tile = tl.program_id(0)
-    problem = tl.program_id(1).to(tl.int64)
-    rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, HEAD_DIM)
-    row_ok = rows < num_points
-    x = tl.load(points_ptr + problem * num_points * HEAD_DIM + rows[:, None].to(tl.int64) * HEAD_DIM + dims[None, :],
-                mask=row_ok[:, None], other=0.0)
-    if A_REGISTERS:
-        x = -x
-    centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
-    norm_base = centroid_sq_norms_ptr + problem * num_clusters
-    best = tl.full([BLOCK_N], float("inf"), tl.float32)
-    best_label = tl.zeros([BLOCK_N], tl.int32)
-    for start in range(0, num_clusters, BLOCK_C):
-        cols = start + tl.arange(0, BLOCK_C)
-        col_ok = cols < num_clusters
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
-        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
-        if A_REGISTERS:
-            distances = c_sq[None, :] - tl.dot(x, tl.trans(c))
-        else:
-            distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
-        tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        better = tile_best < best
-        best = tl.where(better, tile_best, best)
-        best_label = tl.where(better, tile_label + start, best_label)
-    tl.store(labels_ptr + problem * num_points + rows, best_label, mask=row_ok)
-
-
-def assign_lab(points, centroids, block_n, block_c, warps, stages, a_registers):
-    """points [G, N, D] contiguous, centroids [G, C, D] fp32 -> labels [G, N] int32 (the lab kernel)."""
-    num_problems, num_points, head_dim = points.shape
-    centroids_low, sq_norms = kmeans_kernels.assign_operands(centroids, points.dtype)
-    labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
-    _assign_lab_kernel[(triton.cdiv(num_points, block_n), num_problems)](
-        points, centroids_low, sq_norms, labels, num_points, centroids.shape[1], HEAD_DIM=head_dim,
-        BLOCK_N=block_n, BLOCK_C=block_c, A_REGISTERS=a_registers, num_warps=warps, num_stages=stages)
-    return labels
-
-
 def identity_plan(num_problems, num_tokens, kv_length, device, block_rows=128):
     """block_rows-token query blocks; key block 0 = the first kv_length tokens (kept), block 1 = the rest
     (dropped)."""
@@ -331,18 +285,6 @@ def main(argv=None):
         ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids))
         report(f"assign {name} (production, autotuned)", ms, tflops=flops / ms / 1e9,
                config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
-
-        contiguous_points = points.contiguous()
-        for block_n, block_c, warps, stages in ((256, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3),
-                                                (64, 64, 4, 3), (128, 64, 4, 4), (256, 64, 8, 4), (64, 256, 4, 3)):
-            for a_registers in (False, True):
-                name_v = f"assign {name} lab {block_n}x{block_c}x{warps}x{stages} A in {'registers' if a_registers else 'smem'}"
-                try:
-                    found = assign_lab(contiguous_points, centroids, block_n, block_c, warps, stages, a_registers)
-                    ms_v = bench(lambda: assign_lab(contiguous_points, centroids, block_n, block_c, warps, stages, a_registers))
-                    report(name_v, ms_v, tflops=flops / ms_v / 1e9, same_labels=float((found == labels).float().mean()))
-                except Exception as error:
-                    print(f"{name_v:58s} failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}", flush=True)
 
         def two_iterations(points=points, centroids=centroids):
             current = centroids
