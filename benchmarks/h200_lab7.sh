@@ -7,6 +7,13 @@
 #   bash benchmarks/h200_lab7.sh   (results under $OUT, or /tmp when OUT is unset)
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
+# Run 59: main query tiles in one-warpgroup programs, two per SM (int8, Wan 14B 30%), alternated with the default.
+if [ "$RUN" = 59 ]; then
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs 128x128x8x3-r64x4x2 \
+    128x64x4x3-r64x4x2 128x64x4x4-r64x4x2 64x128x4x2-r0 128x128x8x3-r64x4x2 128x64x4x3-r64x4x2 128x64x4x4-r64x4x2 \
+    64x128x4x2-r0 --json $OUT/lab_main_tiles.json > $OUT/lab_main_tiles.txt 2>&1; grep "SVG2 kernel" $OUT/lab_main_tiles.txt
+exit 0
+fi
 # Run 56: the same kernel configurations alternated (A B A B A B) at Wan 14B 30% (int8), and Wan 1.3B (bf16).
 if [ "$RUN" = 56 ]; then
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs 128x128x8x3-r64x4 \
