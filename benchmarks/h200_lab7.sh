@@ -7,6 +7,13 @@
 #   bash benchmarks/h200_lab7.sh   (results under $OUT, or /tmp when OUT is unset)
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
+# Run 60: the k-means assignment with the centroid norms entering through a small MMA (norms_by_mma).
+if [ "$RUN" = 60 ]; then
+python3 -m pytest -q tests/test_triton_kmeans.py tests/gpu > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+python3 benchmarks/kernel_lab.py --skip-floors --qk int8 --density 0.30 --configs --json $OUT/lab_kmeans.json \
+    > $OUT/lab_kmeans.txt 2>&1; grep "assign\|k-means" $OUT/lab_kmeans.txt
+exit 0
+fi
 # Run 59: main query tiles in one-warpgroup programs, two per SM (int8, Wan 14B 30%), alternated with the default.
 if [ "$RUN" = 59 ]; then
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs 128x128x8x3-r64x4x2 \
