@@ -286,21 +286,14 @@ def main(argv=None):
         report(f"assign {name} (production, autotuned)", ms, tflops=flops / ms / 1e9,
                config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
 
-        found = kmeans_kernels.assign_to_nearest(points, centroids, norms_by_mma=True)
-        ms_mma = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids, norms_by_mma=True))
-        report(f"assign {name}, norms by MMA (autotuned)", ms_mma, tflops=flops / ms_mma / 1e9,
-               same_labels=float((found == labels).float().mean()),
-               config=str(kmeans_kernels._assign_kernel.best_config))
-
-        def two_iterations(points=points, centroids=centroids, norms_by_mma=False):
+        def two_iterations(points=points, centroids=centroids):
             current = centroids
             for _ in range(2):
-                found = kmeans_kernels.assign_to_nearest(points, current, norms_by_mma)
+                found = kmeans_kernels.assign_to_nearest(points, current)
                 ordered, bounds = kmeans_kernels.sort_by_label(found, centroids.shape[1])
                 current, _ = kmeans_kernels.update_centroids(points, ordered, bounds, current)
             return current
         report(f"k-means {name}, 2 iterations (assign, sort, update)", bench(two_iterations))
-        report(f"k-means {name}, 2 iterations, norms by MMA", bench(lambda: two_iterations(norms_by_mma=True)))
         sorted_points, offsets = kmeans_kernels.sort_by_label(labels, centroids.shape[1])
         report(f"sort {name} (production: flat int32 keys)", bench(lambda: kmeans_kernels.sort_by_label(labels, centroids.shape[1])))
         report(f"sort {name}: torch.sort(labels, dim=1, stable)", bench(lambda: torch.sort(labels, dim=1, stable=True)))

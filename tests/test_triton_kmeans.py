@@ -8,8 +8,7 @@ from triton_helpers import DEVICE
 from svg2_core.kmeans import kmeans_objective, kmeans_torch
 from svg2_core.kmeans import update_centroids as update_centroids_torch
 from svg2_core.triton_backend import TritonBackend
-from svg2_core.triton_kernels.kmeans import (NORM_PAD_ROWS, NORM_PAD_VALUE, assign_to_nearest, norm_parts,
-                                             sort_by_label, update_centroids)
+from svg2_core.triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
 
 
 def _points(num_problems, num_points, head_dim, dtype, seed=0):
@@ -35,32 +34,6 @@ def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
     assert labels.dtype == torch.int32
     assert torch.all(chosen - best <= 2 * eps)
     assert (labels.long() == distances.argmin(-1)).float().mean() > 0.97
-
-
-def test_norm_parts_sum_to_the_norms_and_pad_with_a_norm_nothing_beats():
-    sq_norms = torch.rand(2, 300, device=DEVICE) * 1e4 + 1e-3
-    parts = norm_parts(sq_norms)
-    assert parts.dtype == torch.bfloat16 and parts.shape == (2, NORM_PAD_ROWS * 2, 16)
-    total = parts[:, :300].float().sum(-1)
-    assert torch.all((total - sq_norms).abs() <= sq_norms * 2.0 ** -23)  # three 8-bit significands
-    assert torch.all(parts[:, 300:, 0].float() >= NORM_PAD_VALUE * 0.99) and not parts[:, 300:, 1:].any()
-
-
-@pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 128), (torch.float16, 64)])
-def test_norms_by_mma_give_the_same_labels(dtype, head_dim):
-    """The norms entering through an MMA of bf16 parts (norms_by_mma) give the labels of the fp32 norms; 70
-    centroids leave the last centroid tile partly past the end (padded rows must never win)."""
-    points = _points(2, 200, head_dim, dtype, seed=4)
-    centroids = points[:, :70].float() + 0.1
-    labels = assign_to_nearest(points, centroids)
-    by_mma = assign_to_nearest(points, centroids, norms_by_mma=True)
-    assert int(by_mma.max()) < 70
-    assert (by_mma == labels).float().mean() >= 0.995
-    # where they differ, the two centroids are equally near up to the norms' last bit
-    distances = torch.cdist(points.double(), centroids.double()).square()
-    chosen = distances.gather(2, by_mma.long().unsqueeze(-1)).squeeze(-1)
-    other = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(chosen, other, rtol=1e-3, atol=1e-3)
 
 
 def test_update_matches_reference_means_and_keeps_empty_clusters():

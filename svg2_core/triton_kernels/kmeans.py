@@ -20,25 +20,15 @@ def _assign_configs():
     return [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
             for block_n, block_c, warps, stages in ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2),
                                                     (256, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 4),
-                                                    (256, 128, 8, 3), (128, 64, 8, 3), (256, 64, 8, 2))]
+                                                    (256, 128, 8, 3), (128, 64, 8, 3))]
 
 
-NORM_PARTS = 16  # columns of the norm operand of the MMA form: ||c||^2 in three bf16 parts, then zeros
-NORM_PAD_ROWS = 256  # its rows are padded to a multiple of the widest centroid tile ...
-NORM_PAD_VALUE = 1e38  # ... with a norm no real distance reaches (finite in bf16)
-_PARTS = tl.constexpr(NORM_PARTS)  # the same, as kernels see them
-_PAD_ROWS = tl.constexpr(NORM_PAD_ROWS)
-
-
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "NORMS_BY_MMA"])
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"])
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                    num_points, num_clusters, heads, stride_pb, stride_ph, stride_pn,
-                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, NORMS_BY_MMA: tl.constexpr,
+                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """NORMS_BY_MMA: centroid_sq_norms_ptr holds [G, C_pad, NORM_PARTS] bf16 parts (`norm_parts`) and the
-    norms enter the distance tile through one small MMA with a ones block (the accumulator the x.c MMA starts
-    from) instead of per-element loads and moves; else [G, C] fp32."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -50,31 +40,19 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     if UPCAST:
         x = x.to(tl.float32)
     centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
+    norm_base = centroid_sq_norms_ptr + problem * num_clusters
     best = tl.full([BLOCK_N], float("inf"), tl.float32)
     best_label = tl.zeros([BLOCK_N], tl.int32)
-    if NORMS_BY_MMA:
-        parts = tl.arange(0, _PARTS)
-        padded_clusters = tl.cdiv(num_clusters, _PAD_ROWS) * _PAD_ROWS
-        norm_base = centroid_sq_norms_ptr + problem * padded_clusters * _PARTS
-        ones = tl.full([BLOCK_N, _PARTS], 1.0, tl.float32 if UPCAST else tl.bfloat16)
-    else:
-        norm_base = centroid_sq_norms_ptr + problem * num_clusters
     for start in range(0, num_clusters, BLOCK_C):
         cols = start + tl.arange(0, BLOCK_C)
         col_ok = cols < num_clusters
         c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
         if UPCAST:
             c = c.to(tl.float32)
+        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
         # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does
         # (the centroids come in already scaled by -2, exact in any float format)
-        if NORMS_BY_MMA:
-            c_parts = tl.load(norm_base + cols[:, None] * _PARTS + parts[None, :])  # padded rows: huge
-            if UPCAST:
-                c_parts = c_parts.to(tl.float32)
-            distances = tl.dot(x, tl.trans(c), tl.dot(ones, tl.trans(c_parts)))
-        else:
-            c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
-            distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
+        distances = c_sq[None, :] + tl.dot(x, tl.trans(c))
         tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
         better = tile_best < best
         best = tl.where(better, tile_best, best)
@@ -117,42 +95,23 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
     return (centroids * -2.0).to(dtype).contiguous(), centroids.square().sum(-1).contiguous()
 
 
-def norm_parts(sq_norms: torch.Tensor) -> torch.Tensor:
-    """sq_norms [G, C] fp32 -> [G, C_pad, NORM_PARTS] bf16: hi, mid, lo with hi + mid + lo = ||c||^2 to 24 bits
-    (three 8-bit significands), zeros after; rows past C (C_pad a multiple of NORM_PAD_ROWS) hold
-    NORM_PAD_VALUE, so a centroid tile reaching past the last centroid never wins the arg-min."""
-    num_problems, num_clusters = sq_norms.shape
-    padded = -(-num_clusters // NORM_PAD_ROWS) * NORM_PAD_ROWS
-    out = torch.zeros(num_problems, padded, NORM_PARTS, dtype=torch.bfloat16, device=sq_norms.device)
-    out[:, num_clusters:, 0] = NORM_PAD_VALUE
-    rest = sq_norms
-    for part in range(3):
-        out[:, :num_clusters, part] = rest.to(torch.bfloat16)
-        rest = rest - out[:, :num_clusters, part].float()
-    return out
-
-
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, norms_by_mma: bool = False) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32.
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
-    norms_by_mma: the centroid norms enter by a small MMA (`norm_parts`) instead of per-element loads.
     Returns labels [G, N] int32.
     """
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
     centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype)
-    if norms_by_mma:
-        centroid_sq_norms = norm_parts(centroid_sq_norms)
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
 
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
     _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(),
-                         NORMS_BY_MMA=norms_by_mma)
+                         *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting())
     return labels
 
 
