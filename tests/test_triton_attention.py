@@ -94,6 +94,14 @@ def test_config_label_round_trips(text):
     assert config.label() == text and AttentionConfig.parse(config.label()) == config
 
 
+def test_remainder_stages_and_key_tile_equal_to_the_main_ones_are_the_default():
+    same = AttentionConfig.parse("128x128x8x3-r64x4x3x128")
+    assert same == AttentionConfig.parse("128x128x8x3-r64x4") and same.label() == "128x128x8x3-r64x4"
+    own = AttentionConfig.parse("128x128x8x3-r64x4x2x64")
+    assert (own.remainder_stages, own.remainder_block_n) == (2, 64)
+    assert AttentionConfig(remainder_block_n=64).label() == "128x128x8x3-r64x4x3x64"
+
+
 def test_longest_first_reorders_tiles_without_losing_any():
     from svg2_core.triton_kernels.plan import build_launch
 

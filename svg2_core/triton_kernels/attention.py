@@ -72,6 +72,11 @@ class AttentionConfig:
                 values["remainder_m"] = int(parts[0])
                 for key, part in zip(("remainder_warps", "remainder_stages", "remainder_block_n"), parts[1:]):
                     values[key] = int(part)
+                # the main tiles' stages / key tile written out mean the default (0), so labels round-trip
+                if values.get("remainder_stages") == stages:
+                    values["remainder_stages"] = 0
+                if values.get("remainder_block_n") == block_n:
+                    values["remainder_block_n"] = 0
             else:
                 raise ValueError(f"unknown option {option!r} in {text!r}")
         return cls(**values)
