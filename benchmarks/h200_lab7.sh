@@ -1,10 +1,13 @@
-# Session 7 (one H200). Run 53 (commit 1ae3dc6): the int8 scores' conversion and the assign operand:
+# Session 7's experiments on one H200 (BENCHMARKS.md, session 7), by run; without RUN, run 55's commands.
+#   RUN=56 bash benchmarks/h200_lab7.sh   (results under $OUT, or /tmp when OUT is unset)
+# Run 53 (commit 1ae3dc6, whose options are gone since): the int8 scores' conversion and the assign operand,
 #   bench --configs 128x128x8x3-r64x4 128x128x8x3-r64x4-c0 128x128x8x3-r64x4-c2 128x128x8x4-r64x4 128x128x8x4-r64x4-c2
 #   and kernel_lab --skip-floors --qk int8 --density 0.30 --configs 128x128x8x3-r64x4 (assign lab variants).
-# Run 54 (commit 5a6ad36): softmax denominators from the tensor cores (-l) against row sums on the FMA pipe,
+# Run 54 (commit b69ce2c, option gone since): softmax denominators from the tensor cores (-l),
 #   bench --configs 128x128x8x3-r64x4-l 128x128x8x3-r64x4 128x128x8x4-r64x4-l at Wan 14B and HunyuanVideo.
-# Run 55: remainder (64-row) tiles with less shared memory (two programs per SM): fewer stages, 64-key tiles.
-#   bash benchmarks/h200_lab7.sh   (results under $OUT, or /tmp when OUT is unset)
+# Run 55 (commit ae63977; no RUN): remainder tiles with less shared memory: fewer stages, 64-key tiles.
+# Run 56 (commit 39571bf), run 59 (commit befd11f): below, on any later commit.
+# Run 60 (commit 2974f4a: its norms_by_mma variant is gone since): below.
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
 # Run 60: the k-means assignment with the centroid norms entering through a small MMA (norms_by_mma).
