@@ -6,7 +6,7 @@ the work happens while sampling (see sampling_patch.py and attention_override.py
 from __future__ import annotations
 
 from ..svg2_core import SVG2Config
-from .attention_override import Schedule, SVG2AttentionOverride
+from .attention_override import QK_INT8_MIN_TOKENS, Schedule, SVG2AttentionOverride
 from .run_state import log_once
 from .sampling_patch import OVERRIDE_KEY, SVG2Patch
 
@@ -49,10 +49,11 @@ ADVANCED_WIDGETS = {
 BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
                    "with a warning when it falls back. torch: the slow PyTorch reference on any device (tests).")
 QK_INT8_TOOLTIP = ("On: attention scores from int8 codes of q and k, as SageAttention does (keys smoothed by their "
-                   "mean), in calls of 50,000+ tokens (720p); P V stays in the model's dtype. Measured on an H200 "
-                   "at Wan 720p, 30% density: sparse kernel 84 -> 80 ms; error 0.009 against exact attention of "
-                   "the same mask (0.002 off), while the sparsity itself costs 0.12. Shorter calls (480p: 32,760 "
-                   "tokens) keep the model's dtype: there int8 measured 0.3-0.5 ms slower per call. Off: never.")
+                   f"mean), in calls of {QK_INT8_MIN_TOKENS:,}+ tokens (720p); P V stays in the model's dtype. "
+                   "Measured on an H200 at Wan 720p, 30% density: sparse kernel 84 -> 80 ms; error 0.009 against "
+                   "exact attention of the same mask (0.002 off), while the sparsity itself costs 0.12. Shorter calls "
+                   "(480p: 32,760 tokens) keep the model's dtype: there int8 measured 0.3-0.5 ms slower per call. "
+                   "Off: never.")
 COMPILE_TOOLTIP = ("Off: SVG2 runs outside torch.compile, so a compiled model does not recompile per step. "
                    "On: let torch.compile trace the sparse path (experimental).")
 
