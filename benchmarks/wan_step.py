@@ -6,7 +6,8 @@ the video tokens) with random bf16 weights on the GPU and runs its forward with 
 node's override and APPLY_MODEL/OUTER_SAMPLE wrappers), so the timed path is the one ComfyUI runs. Shapes:
 Wan 1.3B at 480p x 81 frames (grid 21x30x52 = 32,760 tokens), Wan 14B at 720p x 81 frames (grid 21x45x80 =
 75,600 tokens), Wan 2.2 TI2V 5B at 1280x704 x 121 frames (48-channel latent, grid 31x22x40 = 27,280 tokens;
-its timestep per sample, as in text-to-video), HunyuanVideo 13B at 720p x 129 frames (grid 33x45x80 = 118,800 tokens + 256 text).
+its timestep per sample, as in text-to-video), HunyuanVideo 13B at 720p x 129 frames (grid 33x45x80 =
+118,800 tokens + 256 text).
 
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --json bench-out/wan_step.json
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models hunyuan

@@ -17,6 +17,7 @@ from ..problems import ProblemStrides, problem_rows
 from ..quantize import INT8_LEVELS
 
 STATS_CHUNK = 256
+_LEVELS = tl.constexpr(INT8_LEVELS)  # the largest code, as the kernels see it
 
 
 @triton.jit
@@ -61,7 +62,7 @@ def _key_codes_kernel(k_ptr, mean_ptr, multiplier_ptr, codes_ptr, num_tokens, he
     mean = tl.load(mean_ptr + problem * HEAD_DIM + dims)
     multiplier = tl.load(multiplier_ptr + problem)
     codes = tl.floor((rows.to(tl.float32) - mean[None, :]) * multiplier + 0.5)
-    codes = tl.minimum(tl.maximum(codes, -127.0), 127.0)
+    codes = tl.minimum(tl.maximum(codes, -_LEVELS), _LEVELS)
     out = codes_ptr + (problem.to(tl.int64) * num_tokens + tokens)[:, None] * HEAD_DIM + dims[None, :]
     tl.store(out, codes.to(tl.int8), mask=ok)
 
@@ -80,11 +81,12 @@ def _query_codes_kernel(q_ptr, codes_ptr, scales_ptr, num_tokens, heads, q_strid
     rows = rows.to(tl.float32)
     absmax = tl.max(tl.abs(rows), axis=1)
     absmax = tl.where(absmax > 0, absmax, 1.0)
-    codes = tl.floor(rows * (127.0 / absmax)[:, None] + 0.5)
-    codes = tl.minimum(tl.maximum(codes, -127.0), 127.0)
+    codes = tl.floor(rows * (_LEVELS.value / absmax)[:, None] + 0.5)  # .value: the interpreter cannot
+    # divide a constexpr by a tensor
+    codes = tl.minimum(tl.maximum(codes, -_LEVELS), _LEVELS)
     flat = problem.to(tl.int64) * num_tokens + tokens
     tl.store(codes_ptr + flat[:, None] * HEAD_DIM + dims[None, :], codes.to(tl.int8), mask=ok[:, None])
-    tl.store(scales_ptr + flat, absmax / 127.0, mask=ok)
+    tl.store(scales_ptr + flat, absmax / _LEVELS, mask=ok)
 
 
 def quantize_queries(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
