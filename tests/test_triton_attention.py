@@ -52,6 +52,53 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]])
+def test_fixed_maximum_within_twice_torch_error(case):
+    """Weights against the first key tile's row max (config `-m`); a query cluster without kept keys (CASES[3]:
+    it still attends the prefix) comes out right too."""
+    num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck = case
+    q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
+    scale = head_dim ** -0.5
+    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r8-m")).sparse_attention(q, k, v, plan, scale)
+    allowed = element_mask(plan, num_tokens)
+    oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
+    torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
+    assert torch.isfinite(out).all()
+    assert relative_error(out, oracle) <= 2 * torch_error
+
+
+def test_fixed_maximum_without_kept_keys_gives_zeros():
+    q, k, v, plan = _problem(2, 160, 64, torch.float16, 0, 0, 6, 24, seed=5)
+    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r8-m")).sparse_attention(q, k, v, plan, 0.125)
+    assert torch.all(out[plan.q_labels == 0] == 0)
+
+
+@pytest.mark.parametrize("rise", [40.0, 300.0])
+def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise):
+    """One key, in the last key tile, scores `rise` (natural-log units) above every key of the first tile, so it
+    takes nearly all the weight. 40: weight 2^58 against the first tile's max, served by the fixed-max loop;
+    300 would overflow fp32 there (2^433) and the query tile is recomputed with the running max. Both must
+    give that key's v: within one bf16 rounding of its weight (2^-8; the fixed-max loop sums its weights
+    unrounded, so the 2^58 weight is the one not exact in bf16), and nothing may turn inf / nan."""
+    generator = torch.Generator().manual_seed(7)
+    num_tokens, head_dim = 96, 64
+    plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
+                       torch.tensor([[num_tokens]], dtype=torch.int32), torch.tensor([[num_tokens]], dtype=torch.int32),
+                       torch.ones(1, 1, 1, dtype=torch.bool), 0, 0)
+    plan = ClusterPlan(*(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in vars(plan).values()))
+    q = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
+    k = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
+    v = torch.randn(1, num_tokens, head_dim, generator=generator)
+    scale = head_dim ** -0.5
+    q[..., 0] = 1.0
+    k[0, -1, 0] = rise / scale
+    q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
+    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r0-m")).sparse_attention(q, k, v, plan, scale)
+    oracle = masked_attention(q, k, v, element_mask(plan, num_tokens), scale, low_precision=False)
+    assert torch.isfinite(out).all()
+    assert relative_error(out, oracle) <= 2.0 ** -8
+
+
 def test_row_table_is_split_to_stay_within_the_size_of_qkv():
     # 132 query blocks x 192 slots x 4 bytes per problem against 3 x 192 x 64 x 2 bytes of q, k, v
     assert problems_per_chunk(3, 132, 192, 64, 2) == 2
@@ -74,6 +121,7 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
     "32x32x4x1-r16x4x1x16",  # remainder tiles with their own (smaller) key tiles
+    "16x16x4x1-r8-m",  # weights against the first key tile's row max
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
@@ -88,7 +136,7 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
 
 
 @pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4x2",
-                                  "128x128x8x3-r64x4x3x64"])
+                                  "128x128x8x3-r64x4x3x64", "128x128x8x3-r64x4x2-m", "64x64x4x2-r0-s-u-m"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config

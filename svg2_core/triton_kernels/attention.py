@@ -41,6 +41,8 @@ class AttentionConfig:
     sorted_keys: read k / v from a cluster-sorted copy (one gather pass and 2/3 of q + k + v extra memory)
     instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
+    fixed_max: the weights of every key tile after the first are taken against the row max of the first
+    (`_fixed_max_key_tiles`): no row max, no rescaling between the score MMA and the P V MMA.
     """
 
     block_m: int = 128
@@ -53,12 +55,14 @@ class AttentionConfig:
     remainder_block_n: int = 0
     sorted_keys: bool = False
     longest_first: bool = True
+    fixed_max: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
+        """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u][-m]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
         (remainder tiles with 3 stages of 64-key tiles); `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order."""
+        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-m` takes
+        weights against the first key tile's row max (fixed_max)."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
@@ -67,6 +71,8 @@ class AttentionConfig:
                 values["sorted_keys"] = True
             elif option == "u":
                 values["longest_first"] = False
+            elif option == "m":
+                values["fixed_max"] = True
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -87,7 +93,8 @@ class AttentionConfig:
         if self.remainder_m and (self.remainder_stages or self.remainder_block_n):
             text += f"x{self.remainder_stages or self.num_stages}"
             text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
-        return text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
+        return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
+                + ("-m" if self.fixed_max else ""))
 
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
@@ -160,10 +167,17 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
         kept_before += tl.sum(starts_in_tile, axis=0)
 
 
+# With fixed_max, a tile's weights are 2^(score - the row's max over the first key tile), >= 1 where scores
+# rise above that max. A query tile whose row sums pass this (never at real inputs: 2^100 is a score 69 above
+# the first tile's max, in natural-log units) is recomputed with the running maximum, so nothing can overflow.
+FIXED_MAX_SUM_LIMIT = tl.constexpr(2.0 ** 100)
+
+
 @triton.jit
 def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
     """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
-    qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors."""
+    qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors.
+    A row with every slot masked so far keeps max 0 (not -inf), sum 0 and accumulator 0."""
     if QK_INT8:
         scores = tl.dot(q, tl.trans(k)).to(tl.float32)
         row_scale = qk_scale[:, None]
@@ -173,11 +187,95 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_
     if MASKED:
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
+    if MASKED:
+        m_new = tl.where(m_new > float("-inf"), m_new, 0.0)
     p = tl.math.exp2(scores * row_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
+
+
+@triton.jit
+def _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, slot_ok, first, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
+    """One key tile against a fixed reference: p = 2^(score - m_ref), m_ref the row max of the query block's
+    first key tile (taken here when `first`), so no later tile waits for a reduction of its scores and the
+    accumulator is never rescaled. Returns (m_ref, l_i, acc)."""
+    if QK_INT8:
+        scores = tl.dot(q, tl.trans(k)).to(tl.float32)
+        row_scale = qk_scale[:, None]
+    else:
+        scores = tl.dot(q, tl.trans(k))
+        row_scale = qk_scale
+    if MASKED:
+        scores = tl.where(slot_ok[None, :], scores, float("-inf"))
+    if first:
+        m_ref = tl.max(scores, axis=1) * qk_scale  # the first tile has a kept slot in every row
+    p = tl.math.exp2(scores * row_scale - m_ref[:, None])
+    l_i += tl.sum(p, axis=1)
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_ref, l_i, acc
+
+
+@triton.jit
+def _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST: tl.constexpr):
+    """k, v rows [BLOCK_N, HEAD_DIM] of one key tile (UPCAST: fp32, for the interpreter)."""
+    k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
+    v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    return k, v
+
+
+@triton.jit
+def _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                     QK_INT8: tl.constexpr, UPCAST: tl.constexpr, LOOP_STAGES: tl.constexpr = None):
+    """Online softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc).
+    LOOP_STAGES: the loop's pipeline stages (None: the launch's num_stages)."""
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    within = tl.arange(0, BLOCK_N)
+    # The rows of the next key tile are loaded one iteration ahead and carried, so the k / v loads of an
+    # iteration depend on no load of their own iteration (slots past kv_length read row 0: masked later).
+    rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
+    full_end = (kv_length // BLOCK_N) * BLOCK_N
+    for key_start in tl.range(0, full_end, BLOCK_N, num_stages=LOOP_STAGES):
+        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
+        next_slots = key_start + BLOCK_N + within
+        rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
+    if full_end < kv_length:
+        # -- the last, partial key tile: slots past kv_length are masked --
+        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, full_end + within < kv_length, True, QK_INT8)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                         QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+    """The same softmax with every key tile's weights against the first tile's row max (`_attend_fixed`):
+    (l_i, acc), one reference for both, so acc / l_i is the output (unless l_i passed FIXED_MAX_SUM_LIMIT)."""
+    m_ref = tl.zeros([BLOCK_M], tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    within = tl.arange(0, BLOCK_N)
+    rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
+    full_end = (kv_length // BLOCK_N) * BLOCK_N
+    for key_start in range(0, full_end, BLOCK_N):
+        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
+        next_slots = key_start + BLOCK_N + within
+        rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
+        m_ref, l_i, acc = _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, within, key_start == 0, False, QK_INT8)
+    if full_end < kv_length:
+        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
+        m_ref, l_i, acc = _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, full_end + within < kv_length,
+                                        full_end == 0, True, QK_INT8)
+    return l_i, acc
 
 
 @triton.jit
@@ -187,10 +285,11 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr = False):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
-    pointers are unused."""
+    pointers are unused. FIXED_MAX: `_fixed_max_key_tiles`, with the exact loop again for a query tile whose
+    weights grew past FIXED_MAX_SUM_LIMIT."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -222,32 +321,17 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     # one 64-bit base per problem; offsets inside it are int32 (N x token stride < 2^31)
     k_base = k_ptr + batch_index * k_stride_b + head_index * k_stride_h
     v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    within = tl.arange(0, BLOCK_N)
-    # The rows of the next key tile are loaded one iteration ahead and carried, so the k / v loads of an
-    # iteration depend on no load of their own iteration (slots past kv_length read row 0: masked later).
-    rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
-    full_end = (kv_length // BLOCK_N) * BLOCK_N
-    for key_start in range(0, full_end, BLOCK_N):
-        k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
-        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
-        next_slots = key_start + BLOCK_N + within
-        rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
-    if full_end < kv_length:
-        # -- the last, partial key tile: slots past kv_length are masked --
-        k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
-        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        slot_ok = full_end + within < kv_length
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
+    if FIXED_MAX:
+        l_i, acc = _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                        qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+        # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
+        overflow = (l_i > FIXED_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
+        if tl.max(overflow.to(tl.int32)) > 0:  # unpipelined: no shared memory of its own
+            _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                           qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, 1)
+    else:
+        _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                       qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
@@ -328,5 +412,5 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), num_warps=warps, num_stages=stages)
+                UPCAST=interpreting(), FIXED_MAX=config.fixed_max, num_warps=warps, num_stages=stages)
     return out

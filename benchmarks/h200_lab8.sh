@@ -1,0 +1,24 @@
+# Session 8's experiments on one H200 (BENCHMARKS.md, session 8), by run (RUN=61 ...); results under $OUT.
+# Run 61: weights against the first key tile's row max (config `-m`, fixed_max) against the running max.
+OUT=${OUT:-/tmp}
+A=128x128x8x3-r64x4x2; B=128x128x8x3-r64x4x2-m
+nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
+if [ "$RUN" = 61 ]; then
+python3 -m pytest -q tests/gpu tests/test_triton_attention.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $A $B $A $B $A $B \
+    --json $OUT/lab_fixed_max.json > $OUT/lab_fixed_max.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_fixed_max.txt
+python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 \
+    --configs $B $A --json $OUT/wan14b_int8.json > $OUT/bench14b_int8.txt 2>&1; grep "SVG2\|cuDNN\|positional" $OUT/bench14b_int8.txt
+exit 0
+fi
+# Run 62: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
+if [ "$RUN" = 62 ]; then
+python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
+    --configs $B $A --json $OUT/hunyuan.json > $OUT/bench_hunyuan.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_hunyuan.txt
+python3 -m svg2_core.bench --qk input --peakedness 4 --rows-per-head 128 --shape wan21-1.3b-480p --top-p --density 0.15 0.30 \
+    --configs 128x128x8x3-r64x4-m 128x128x8x3-r64x4 --json $OUT/wan13b.json > $OUT/bench_wan13b.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_wan13b.txt
+fi
+for f in wan14b_int8 hunyuan wan13b; do [ -f $OUT/$f.json ] && python3 -c "
+import json; d = json.load(open('$OUT/$f.json'))
+for r in d['results'][0]['rows']:
+    if 'kernel_ms_by_config' in r: print('$f', round(r['density'], 3), {k: round(v, 3) for k, v in r['kernel_ms_by_config'].items()})"; done
