@@ -9,7 +9,6 @@ python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density
     --json $OUT/lab_fixed_max.json > $OUT/lab_fixed_max.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_fixed_max.txt
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 \
     --configs $B $A --json $OUT/wan14b_int8.json > $OUT/bench14b_int8.txt 2>&1; grep "SVG2\|cuDNN\|positional" $OUT/bench14b_int8.txt
-exit 0
 fi
 # Run 62: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
 if [ "$RUN" = 62 ]; then
