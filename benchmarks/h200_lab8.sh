@@ -10,8 +10,15 @@ python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 \
     --configs $B $A --json $OUT/wan14b_int8.json > $OUT/bench14b_int8.txt 2>&1; grep "SVG2\|cuDNN\|positional" $OUT/bench14b_int8.txt
 fi
-# Run 62: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
+# Run 62: the next tile's scores issued before this tile's P V (-m-a; 64-key tiles, 128 spill), int8 Wan 14B 30%.
 if [ "$RUN" = 62 ]; then
+python3 -m pytest -q tests/test_triton_attention.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+C=128x64x8x3-r64x4x2-m-a; D=128x64x8x4-r64x4x2-m-a; E=128x64x8x3-r64x4x2-m
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $C $D $E $A $B $C $D \
+    --json $OUT/lab_ahead.json > $OUT/lab_ahead.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead.txt
+fi
+# Run 63: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
+if [ "$RUN" = 63 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
     --configs $B $A --json $OUT/hunyuan.json > $OUT/bench_hunyuan.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_hunyuan.txt
 python3 -m svg2_core.bench --qk input --peakedness 4 --rows-per-head 128 --shape wan21-1.3b-480p --top-p --density 0.15 0.30 \

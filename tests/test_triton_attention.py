@@ -52,14 +52,15 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
+@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]])
-def test_fixed_maximum_within_twice_torch_error(case):
+def test_fixed_maximum_within_twice_torch_error(case, config):
     """Weights against the first key tile's row max (config `-m`); a query cluster without kept keys (CASES[3]:
     it still attends the prefix) comes out right too."""
     num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck = case
     q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
     scale = head_dim ** -0.5
-    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r8-m")).sparse_attention(q, k, v, plan, scale)
+    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, scale)
     allowed = element_mask(plan, num_tokens)
     oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
@@ -67,14 +68,16 @@ def test_fixed_maximum_within_twice_torch_error(case):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-def test_fixed_maximum_without_kept_keys_gives_zeros():
+@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a"])
+def test_fixed_maximum_without_kept_keys_gives_zeros(config):
     q, k, v, plan = _problem(2, 160, 64, torch.float16, 0, 0, 6, 24, seed=5)
-    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r8-m")).sparse_attention(q, k, v, plan, 0.125)
+    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, 0.125)
     assert torch.all(out[plan.q_labels == 0] == 0)
 
 
+@pytest.mark.parametrize("config", ["16x16x4x1-r0-m", "16x16x4x1-r0-m-a"])
 @pytest.mark.parametrize("rise", [40.0, 300.0])
-def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise):
+def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
     """One key, in the last key tile, scores `rise` (natural-log units) above every key of the first tile, so it
     takes nearly all the weight. 40: weight 2^58 against the first tile's max, served by the fixed-max loop;
     300 would overflow fp32 there (2^433) and the query tile is recomputed with the running max. Both must
@@ -93,7 +96,7 @@ def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise):
     q[..., 0] = 1.0
     k[0, -1, 0] = rise / scale
     q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
-    out = TritonBackend(AttentionConfig.parse("16x16x4x1-r0-m")).sparse_attention(q, k, v, plan, scale)
+    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, scale)
     oracle = masked_attention(q, k, v, element_mask(plan, num_tokens), scale, low_precision=False)
     assert torch.isfinite(out).all()
     assert relative_error(out, oracle) <= 2.0 ** -8
@@ -122,6 +125,8 @@ def test_matches_the_reference_backend():
     "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
     "32x32x4x1-r16x4x1x16",  # remainder tiles with their own (smaller) key tiles
     "16x16x4x1-r8-m",  # weights against the first key tile's row max
+    "16x16x4x1-r8-m-a",  # ... with the next tile's scores issued before this tile's P V
+    "32x128x4x1-r16-m-a",  # ... with one partial key tile only
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
@@ -136,10 +141,16 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
 
 
 @pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4x2",
-                                  "128x128x8x3-r64x4x3x64", "128x128x8x3-r64x4x2-m", "64x64x4x2-r0-s-u-m"])
+                                  "128x128x8x3-r64x4x3x64", "128x128x8x3-r64x4x2-m", "64x64x4x2-r0-s-u-m",
+                                  "128x64x8x3-r64x4x2-m-a"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config
+
+
+def test_scores_ahead_needs_the_fixed_maximum():
+    with pytest.raises(ValueError, match="scores_ahead"):
+        AttentionConfig.parse("128x64x8x3-r64x4-a")
 
 
 def test_remainder_stages_and_key_tile_equal_to_the_main_ones_are_the_default():

@@ -43,6 +43,8 @@ class AttentionConfig:
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
     fixed_max: the weights of every key tile after the first are taken against the row max of the first
     (`_fixed_max_key_tiles`): no row max, no rescaling between the score MMA and the P V MMA.
+    scores_ahead (with fixed_max): the next key tile's score MMA is issued before this tile's P V MMA
+    (`_scores_ahead_key_tiles`), so a tile's weights are computed while the tensor cores run the P V before.
     """
 
     block_m: int = 128
@@ -56,13 +58,18 @@ class AttentionConfig:
     sorted_keys: bool = False
     longest_first: bool = True
     fixed_max: bool = False
+    scores_ahead: bool = False
+
+    def __post_init__(self):
+        if self.scores_ahead and not self.fixed_max:
+            raise ValueError("scores_ahead (-a) needs fixed_max (-m)")
 
     @classmethod
     def parse(cls, text: str) -> "AttentionConfig":
         """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u][-m]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
         (remainder tiles with 3 stages of 64-key tiles); `-r0` disables the remainder
         tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-m` takes
-        weights against the first key tile's row max (fixed_max)."""
+        weights against the first key tile's row max (fixed_max), `-a` issues scores a tile ahead."""
         head, *options = text.split("-")
         block_m, block_n, warps, stages = map(int, head.split("x"))
         values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
@@ -73,6 +80,8 @@ class AttentionConfig:
                 values["longest_first"] = False
             elif option == "m":
                 values["fixed_max"] = True
+            elif option == "a":
+                values["scores_ahead"] = True
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -94,7 +103,7 @@ class AttentionConfig:
             text += f"x{self.remainder_stages or self.num_stages}"
             text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
         return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-                + ("-m" if self.fixed_max else ""))
+                + ("-m" if self.fixed_max else "") + ("-a" if self.scores_ahead else ""))
 
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
@@ -279,17 +288,79 @@ def _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_
 
 
 @triton.jit
+def _tile_scores(q, k, QK_INT8: tl.constexpr):
+    """Scores of a query tile against a key tile [BLOCK_M, BLOCK_N] (QK_INT8: int32 codes' dot, as fp32)."""
+    if QK_INT8:
+        return tl.dot(q, tl.trans(k)).to(tl.float32)
+    else:
+        return tl.dot(q, tl.trans(k))
+
+
+@triton.jit
+def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                            QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+    """`_fixed_max_key_tiles` pipelined by hand: iteration j takes key tile j's weights from the scores of
+    iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
+    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
+    if QK_INT8:
+        row_scale = qk_scale[:, None]
+    else:
+        row_scale = qk_scale
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    within = tl.arange(0, BLOCK_N)
+    num_tiles = tl.cdiv(kv_length, BLOCK_N)
+    # rows of tiles j and j + 1 are carried, so no load of an iteration depends on a load of the same one
+    rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
+    rows_next = tl.load(rows_base + BLOCK_N + within, mask=BLOCK_N + within < kv_length, other=0)
+    k = tl.load(k_base + rows[:, None] * k_stride_n + dims[None, :])
+    if UPCAST:
+        k = k.to(tl.float32)
+    scores = _tile_scores(q, k, QK_INT8)
+    first_max = tl.max(tl.where((within < kv_length)[None, :], scores, float("-inf")), axis=1) * qk_scale
+    m_ref = tl.where(first_max > float("-inf"), first_max, 0.0)  # a block without keys: no tile at all
+    for tile in range(0, num_tiles - 1):  # tile j is full (a later one exists)
+        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
+        k = tl.load(k_base + rows_next[:, None] * k_stride_n + dims[None, :])
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        after_next = (tile + 2) * BLOCK_N + within
+        # (a value carried two iterations stops Triton's pipeliner; rows >= 0, so this is rows_next, not
+        # the loop argument itself)
+        rows = tl.maximum(rows_next, 0)
+        rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
+        p = tl.math.exp2(scores * row_scale - m_ref[:, None])
+        l_i += tl.sum(p, axis=1)
+        scores = _tile_scores(q, k, QK_INT8)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    if num_tiles > 0:
+        # -- the last tile, maybe partial: slots past kv_length are masked --
+        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
+        if UPCAST:
+            v = v.to(tl.float32)
+        slot_ok = (num_tiles - 1) * BLOCK_N + within < kv_length
+        scores = tl.where(slot_ok[None, :], scores, float("-inf"))
+        p = tl.math.exp2(scores * row_scale - m_ref[:, None])
+        l_i += tl.sum(p, axis=1)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return l_i, acc
+
+
+@triton.jit
 def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_ptr, q_rows_ptr, tile_block_ptr, tile_start_ptr,
                              q_block_end_ptr, kv_length_ptr, kv_rows_ptr, first_problem, num_tokens,
                              num_q_blocks, num_tiles, qk_scale, heads,
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr = False):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr = False,
+                             SCORES_AHEAD: tl.constexpr = False):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
     pointers are unused. FIXED_MAX: `_fixed_max_key_tiles`, with the exact loop again for a query tile whose
-    weights grew past FIXED_MAX_SUM_LIMIT."""
+    weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles` instead."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -322,8 +393,12 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     k_base = k_ptr + batch_index * k_stride_b + head_index * k_stride_h
     v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
     if FIXED_MAX:
-        l_i, acc = _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                        qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+        if SCORES_AHEAD:
+            l_i, acc = _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                               qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+        else:
+            l_i, acc = _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                            qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
         # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
         overflow = (l_i > FIXED_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
         if tl.max(overflow.to(tl.int32)) > 0:  # unpipelined: no shared memory of its own
@@ -412,5 +487,6 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), FIXED_MAX=config.fixed_max, num_warps=warps, num_stages=stages)
+                UPCAST=interpreting(), FIXED_MAX=config.fixed_max,
+                SCORES_AHEAD=config.scores_ahead, num_warps=warps, num_stages=stages)
     return out
