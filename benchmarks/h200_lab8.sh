@@ -17,8 +17,14 @@ C=128x64x8x3-r64x4x2-m-a; D=128x64x8x4-r64x4x2-m-a; E=128x64x8x3-r64x4x2-m
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $C $D $E $A $B $C $D \
     --json $OUT/lab_ahead.json > $OUT/lab_ahead.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead.txt
 fi
-# Run 63: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
+# Run 63: -m-a with 128-key tiles (registers spill: 248 B of stack at 3 stages, 208 at 2) against -m and 64-key -m-a.
 if [ "$RUN" = 63 ]; then
+C=128x64x8x3-r64x4x2-m-a; F=128x128x8x3-r64x4x2-m-a; G=128x128x8x2-r64x4x2-m-a
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $F $C $G $B $F \
+    --json $OUT/lab_ahead128.json > $OUT/lab_ahead128.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead128.txt
+fi
+# Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
+if [ "$RUN" = 64 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
     --configs $B $A --json $OUT/hunyuan.json > $OUT/bench_hunyuan.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_hunyuan.txt
 python3 -m svg2_core.bench --qk input --peakedness 4 --rows-per-head 128 --shape wan21-1.3b-480p --top-p --density 0.15 0.30 \

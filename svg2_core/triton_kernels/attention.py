@@ -333,8 +333,9 @@ def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n,
         rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
         l_i += tl.sum(p, axis=1)
+        p = p.to(v.dtype)  # before the score MMA: its fp32 form must not be live beside the new scores
         scores = _tile_scores(q, k, QK_INT8)
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = tl.dot(p, v, acc)
     if num_tiles > 0:
         # -- the last tile, maybe partial: slots past kv_length are masked --
         v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
