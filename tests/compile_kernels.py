@@ -52,15 +52,16 @@ KERNELS = [
      INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=True, UPCAST=False), 4, 3,
      INT8_CODES),
-    # weights against the first key tile's row max (config fixed_max), main and remainder tiles
+    # weights against the first key tile's row max, scores a tile ahead (fixed_max, scores_ahead): the int8
+    # default's main and remainder tiles, and fixed_max alone in bf16
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False,
-                                              FIXED_MAX=True), 8, 3, INT8_CODES),
+                                              FIXED_MAX=True, SCORES_AHEAD=True), 8, 3, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=128, QK_INT8=True, UPCAST=False,
-                                              FIXED_MAX=True), 4, 2, INT8_CODES),
+                                              FIXED_MAX=True, SCORES_AHEAD=True), 4, 2, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=False, UPCAST=False,
                                               FIXED_MAX=True), 8, 3),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=False, UPCAST=False,
-                                              FIXED_MAX=True), 4, 3),
+                                              FIXED_MAX=True, SCORES_AHEAD=True), 4, 3),
     (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=256, BLOCK_T=32), 4, 3),
     (quantize._key_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
     (quantize._query_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
@@ -98,6 +99,10 @@ def compile_launch(kernel, constexprs: dict, warps: int, stages: int, capability
                    pointer_types: dict | None = None) -> int:
     """Compile one launch for sm_<capability>; returns its shared memory in bytes. Raises the compiler's error,
     or RuntimeError when the block needs more shared memory than the GPU gives one."""
+    # constexpr parameters left out take their defaults, as the JIT does (else they would compile as int32
+    # arguments, with both sides of every branch on them)
+    constexprs = {**{param.name: param.default for param in getattr(kernel, "params", [])
+                     if param.is_constexpr and param.has_default}, **constexprs}
     signature = signature_of(kernel, constexprs, pointer_types)
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=aligned_attrs(kernel, constexprs))
     compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),

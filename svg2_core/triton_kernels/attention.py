@@ -107,16 +107,22 @@ class AttentionConfig:
 
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
-    """The tiles measured fastest on the H200 (BENCHMARKS.md). With int8 scores at head dim 128, remainder
-    tiles run 2 pipeline stages: 105 KB of shared memory, so two of their programs share an SM (3 stages:
-    153 KB, one); Wan 14B at 30% density, run 56: 79.5 vs 81.0 ms, faster in 3 of 3 alternated pairs. In bf16
-    two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56)."""
+    """The tiles measured fastest on the H200 (BENCHMARKS.md). With int8 scores at head dim 128:
+    - remainder tiles run 2 pipeline stages: 105 KB of shared memory, so two of their programs share an SM
+      (3 stages: 153 KB, one); Wan 14B at 30% density, run 56: 79.5 vs 81.0 ms, 3 of 3 alternated pairs;
+    - weights against the first key tile's row max, the next tile's scores issued before this tile's P V
+      (`-m-a`): run 63, Wan 14B at 30%, 74.29 / 74.41 ms against 76.83 / 76.96 for `-m` alone (run 61: `-m`
+      76.90-77.19 against 79.13-80.59 for neither), though its registers spill (248 B of stack).
+    In bf16 two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56),
+    and `-m-a` needs more shared memory than a block has at 3 stages."""
     if interpreting():
         return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16)
     if head_dim <= 64:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
-    return AttentionConfig(remainder_stages=2 if qk_int8 else 0)
+    if qk_int8:
+        return AttentionConfig(remainder_stages=2, fixed_max=True, scores_ahead=True)
+    return AttentionConfig()
 
 
 @triton.jit
@@ -240,9 +246,8 @@ def _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST: t
 @triton.jit
 def _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                     QK_INT8: tl.constexpr, UPCAST: tl.constexpr, LOOP_STAGES: tl.constexpr = None):
-    """Online softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc).
-    LOOP_STAGES: the loop's pipeline stages (None: the launch's num_stages)."""
+                     QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+    """Online softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc)."""
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -251,7 +256,7 @@ def _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stri
     # iteration depend on no load of their own iteration (slots past kv_length read row 0: masked later).
     rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
     full_end = (kv_length // BLOCK_N) * BLOCK_N
-    for key_start in tl.range(0, full_end, BLOCK_N, num_stages=LOOP_STAGES):
+    for key_start in range(0, full_end, BLOCK_N):
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         next_slots = key_start + BLOCK_N + within
         rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
@@ -402,9 +407,9 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                                             qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
         # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
         overflow = (l_i > FIXED_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
-        if tl.max(overflow.to(tl.int32)) > 0:  # unpipelined: no shared memory of its own
+        if tl.max(overflow.to(tl.int32)) > 0:
             _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                           qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, 1)
+                                           qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
     else:
         _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
                                        qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
