@@ -23,6 +23,14 @@ C=128x64x8x3-r64x4x2-m-a; F=128x128x8x3-r64x4x2-m-a; G=128x128x8x2-r64x4x2-m-a
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $F $C $G $B $F \
     --json $OUT/lab_ahead128.json > $OUT/lab_ahead128.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead128.txt
 fi
+# Run 65: -m-a with the weights carried in bf16 and the last tile masked after the loop (no spills), 128- and
+# 64-key remainder tiles, against -m; GPU tests of the attention kernels first.
+if [ "$RUN" = 65 ]; then
+python3 -m pytest -q tests/test_triton_attention.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+F=128x128x8x3-r64x4x2-m-a; H=128x128x8x3-r64x4x2x64-m-a
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $F $H $B $F $H \
+    --json $OUT/lab_ahead2.json > $OUT/lab_ahead2.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead2.txt
+fi
 # Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
 if [ "$RUN" = 64 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \

@@ -81,8 +81,9 @@ def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
     """One key, in the last key tile, scores `rise` (natural-log units) above every key of the first tile, so it
     takes nearly all the weight. 40: weight 2^58 against the first tile's max, served by the fixed-max loop;
     300 would overflow fp32 there (2^433) and the query tile is recomputed with the running max. Both must
-    give that key's v: within one bf16 rounding of its weight (2^-8; the fixed-max loop sums its weights
-    unrounded, so the 2^58 weight is the one not exact in bf16), and nothing may turn inf / nan."""
+    give that key's v within two bf16 roundings, 2^-7: its weight's (the fixed-max loop sums its weights
+    unrounded, like flash attention, and a 2^58 weight is not exact in bf16 as a running max's 1 is) and the
+    output's; nothing may turn inf / nan."""
     generator = torch.Generator().manual_seed(7)
     num_tokens, head_dim = 96, 64
     plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
@@ -99,7 +100,7 @@ def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
     out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, scale)
     oracle = masked_attention(q, k, v, element_mask(plan, num_tokens), scale, low_precision=False)
     assert torch.isfinite(out).all()
-    assert relative_error(out, oracle) <= 2.0 ** -8
+    assert relative_error(out, oracle) <= 2.0 ** -7
 
 
 def test_row_table_is_split_to_stay_within_the_size_of_qkv():
