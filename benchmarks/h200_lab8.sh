@@ -31,6 +31,14 @@ F=128x128x8x3-r64x4x2-m-a; H=128x128x8x3-r64x4x2x64-m-a
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $B $F $H $B $F $H \
     --json $OUT/lab_ahead2.json > $OUT/lab_ahead2.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_ahead2.txt
 fi
+# Run 66: the kernel tests on the final code (run 65's variant reverted), then bf16 scores at Wan 1.3B (the node's
+# default there): -m against the running max, alternated.
+if [ "$RUN" = 66 ]; then
+python3 -m pytest -q tests/test_triton_attention.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+python3 benchmarks/kernel_lab.py --shape wan21-1.3b-480p --skip-floors --skip-kmeans --density 0.30 --configs \
+    128x128x8x3-r64x4 128x128x8x3-r64x4-m 128x128x8x3-r64x4 128x128x8x3-r64x4-m 128x128x8x3-r64x4 128x128x8x3-r64x4-m \
+    --json $OUT/lab_bf16_m.json > $OUT/lab_bf16_m.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_bf16_m.txt
+fi
 # Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
 if [ "$RUN" = 64 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \

@@ -305,14 +305,14 @@ def _tile_scores(q, k, QK_INT8: tl.constexpr):
 def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
-    """`_fixed_max_key_tiles` pipelined by hand: iteration j issues key tile j + 1's score MMA, then tile j's
-    P V MMA (asynchronous), then takes tile j + 1's weights while the tensor cores run that P V. The weights
-    cross iterations in v's dtype (half the registers of the scores). The last tile's weights are masked
-    once, after the loop, so the loop masks nothing. Returns (l_i, acc)."""
+    """`_fixed_max_key_tiles` pipelined by hand: iteration j takes key tile j's weights from the scores of
+    iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
+    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
     if QK_INT8:
         row_scale = qk_scale[:, None]
     else:
         row_scale = qk_scale
+    l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     within = tl.arange(0, BLOCK_N)
     num_tiles = tl.cdiv(kv_length, BLOCK_N)
@@ -325,10 +325,6 @@ def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n,
     scores = _tile_scores(q, k, QK_INT8)
     first_max = tl.max(tl.where((within < kv_length)[None, :], scores, float("-inf")), axis=1) * qk_scale
     m_ref = tl.where(first_max > float("-inf"), first_max, 0.0)  # a block without keys: no tile at all
-    p = tl.math.exp2(scores * row_scale - m_ref[:, None])
-    l_i = tl.zeros([BLOCK_M], tl.float32)  # the sum of every tile's weights but the last's
-    last_sum = tl.sum(p, axis=1)
-    p = p.to(v_base.dtype.element_ty)
     for tile in range(0, num_tiles - 1):  # tile j is full (a later one exists)
         v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
         k = tl.load(k_base + rows_next[:, None] * k_stride_n + dims[None, :])
@@ -340,22 +336,21 @@ def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n,
         # the loop argument itself)
         rows = tl.maximum(rows_next, 0)
         rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
-        scores = _tile_scores(q, k, QK_INT8)
-        acc = tl.dot(p.to(v.dtype), v, acc)
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
-        l_i += last_sum
-        last_sum = tl.sum(p, axis=1)
-        p = p.to(v_base.dtype.element_ty)
-    # -- the last tile, maybe partial: its slots past kv_length read row 0 and get no weight --
-    v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
-    if UPCAST:
-        v = v.to(tl.float32)
-    slot_ok = tl.maximum(num_tiles - 1, 0) * BLOCK_N + within < kv_length
-    p = tl.where(slot_ok[None, :], p, 0.0)
-    if (num_tiles * BLOCK_N) > kv_length:  # partial: its sum again, without the masked slots
-        last_sum = tl.sum(p.to(tl.float32), axis=1)
-    l_i += tl.where(num_tiles > 0, last_sum, 0.0)
-    acc = tl.dot(p.to(v.dtype), v, acc)
+        l_i += tl.sum(p, axis=1)
+        p = p.to(v.dtype)  # before the score MMA: its fp32 form must not be live beside the new scores
+        scores = _tile_scores(q, k, QK_INT8)
+        acc = tl.dot(p, v, acc)
+    if num_tiles > 0:
+        # -- the last tile, maybe partial: slots past kv_length are masked --
+        v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
+        if UPCAST:
+            v = v.to(tl.float32)
+        slot_ok = (num_tiles - 1) * BLOCK_N + within < kv_length
+        scores = tl.where(slot_ok[None, :], scores, float("-inf"))
+        p = tl.math.exp2(scores * row_scale - m_ref[:, None])
+        l_i += tl.sum(p, axis=1)
+        acc = tl.dot(p.to(v.dtype), v, acc)
     return l_i, acc
 
 
