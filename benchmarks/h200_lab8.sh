@@ -39,6 +39,12 @@ python3 benchmarks/kernel_lab.py --shape wan21-1.3b-480p --skip-floors --skip-km
     128x128x8x3-r64x4 128x128x8x3-r64x4-m 128x128x8x3-r64x4 128x128x8x3-r64x4-m 128x128x8x3-r64x4 128x128x8x3-r64x4-m \
     --json $OUT/lab_bf16_m.json > $OUT/lab_bf16_m.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_bf16_m.txt
 fi
+# Run 67: remainder tiles of 64 keys under -m-a (no spills, two programs per SM; 128 keys spill 224 B, one).
+if [ "$RUN" = 67 ]; then
+F=128x128x8x3-r64x4x2-m-a; H2=128x128x8x3-r64x4x2x64-m-a; H3=128x128x8x3-r64x4x3x64-m-a
+python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $F $H2 $H3 $F $H2 $H3 \
+    --json $OUT/lab_rem64.json > $OUT/lab_rem64.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_rem64.txt
+fi
 # Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
 if [ "$RUN" = 64 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
