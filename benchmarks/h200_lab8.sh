@@ -45,11 +45,6 @@ F=128x128x8x3-r64x4x2-m-a; H2=128x128x8x3-r64x4x2x64-m-a; H3=128x128x8x3-r64x4x3
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $F $H2 $H3 $F $H2 $H3 \
     --json $OUT/lab_rem64.json > $OUT/lab_rem64.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_rem64.txt
 fi
-# Run 68: the whole call at Wan 14B 30% with the new default (64-key remainder tiles under -m-a).
-if [ "$RUN" = 68 ]; then
-timeout 110 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.8745 \
-    --json $OUT/wan14b_int8.json > $OUT/bench14b_int8.txt 2>&1; grep "SVG2\|cuDNN\|positional\|==" $OUT/bench14b_int8.txt
-fi
 # Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
 if [ "$RUN" = 64 ]; then
 python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
