@@ -1,4 +1,6 @@
 # Session 8's experiments on one H200 (BENCHMARKS.md, session 8), by run (RUN=61 ...); results under $OUT.
+# Commits: run 61 c742310, 62 d9a05b3, 63 803a3c5, 65 ee0a494 (its variant reverted since), 66 bcd83d0,
+# 67 5adab39. Run 64 was `bash benchmarks/h200_check.sh` at 0caa03e.
 # Run 61: weights against the first key tile's row max (config `-m`, fixed_max) against the running max.
 OUT=${OUT:-/tmp}
 A=128x128x8x3-r64x4x2; B=128x128x8x3-r64x4x2-m
@@ -45,14 +47,8 @@ F=128x128x8x3-r64x4x2-m-a; H2=128x128x8x3-r64x4x2x64-m-a; H3=128x128x8x3-r64x4x3
 python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $F $H2 $H3 $F $H2 $H3 \
     --json $OUT/lab_rem64.json > $OUT/lab_rem64.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_rem64.txt
 fi
-# Run 64: HunyuanVideo (int8) and Wan 1.3B (bf16 scores, the node's default there), both configurations.
-if [ "$RUN" = 64 ]; then
-python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape hunyuan-720p --top-p --density 0.15 0.30 \
-    --configs $B $A --json $OUT/hunyuan.json > $OUT/bench_hunyuan.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_hunyuan.txt
-python3 -m svg2_core.bench --qk input --peakedness 4 --rows-per-head 128 --shape wan21-1.3b-480p --top-p --density 0.15 0.30 \
-    --configs 128x128x8x3-r64x4-m 128x128x8x3-r64x4 --json $OUT/wan13b.json > $OUT/bench_wan13b.txt 2>&1; grep "SVG2\|cuDNN" $OUT/bench_wan13b.txt
-fi
-for f in wan14b_int8 hunyuan wan13b; do [ -f $OUT/$f.json ] && python3 -c "
+for f in wan14b_int8; do [ -f $OUT/$f.json ] && python3 -c "
 import json; d = json.load(open('$OUT/$f.json'))
 for r in d['results'][0]['rows']:
     if 'kernel_ms_by_config' in r: print('$f', round(r['density'], 3), {k: round(v, 3) for k, v in r['kernel_ms_by_config'].items()})"; done
+true

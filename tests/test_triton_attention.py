@@ -130,6 +130,7 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-m",  # weights against the first key tile's row max
     "16x16x4x1-r8-m-a",  # ... with the next tile's scores issued before this tile's P V
     "32x128x4x1-r16-m-a",  # ... with one partial key tile only
+    "32x32x4x1-r16x4x1x16-m-a",  # ... with remainder tiles on their own (smaller) key tiles
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
