@@ -42,7 +42,7 @@ class AttentionConfig:
     instead of straight from the original rows.
     longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
     fixed_max: the weights of every key tile after the first are taken against the row max of the first
-    (`_fixed_max_key_tiles`): no row max, no rescaling between the score MMA and the P V MMA.
+    (`_key_tiles(FIXED_MAX=True)`): no row max, no rescaling between the score MMA and the P V MMA.
     scores_ahead (with fixed_max): the next key tile's score MMA is issued before this tile's P V MMA
     (`_scores_ahead_key_tiles`), so a tile's weights are computed while the tensor cores run the P V before.
     """
@@ -189,16 +189,30 @@ FIXED_MAX_SUM_LIMIT = tl.constexpr(2.0 ** 100)
 
 
 @triton.jit
+def _tile_scores(q, k, QK_INT8: tl.constexpr):
+    """Scores of a query tile against a key tile [BLOCK_M, BLOCK_N] (QK_INT8: int32 codes' dot, as fp32)."""
+    if QK_INT8:
+        return tl.dot(q, tl.trans(k)).to(tl.float32)
+    else:
+        return tl.dot(q, tl.trans(k))
+
+
+@triton.jit
+def _row_scale(qk_scale, QK_INT8: tl.constexpr):
+    """What scores are multiplied by: the scalar scale, or (QK_INT8) its [BLOCK_M] per-row factors as a column."""
+    if QK_INT8:
+        return qk_scale[:, None]
+    else:
+        return qk_scale
+
+
+@triton.jit
 def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
     """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
     qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors.
     A row with every slot masked so far keeps max 0 (not -inf), sum 0 and accumulator 0."""
-    if QK_INT8:
-        scores = tl.dot(q, tl.trans(k)).to(tl.float32)
-        row_scale = qk_scale[:, None]
-    else:
-        scores = tl.dot(q, tl.trans(k))
-        row_scale = qk_scale
+    scores = _tile_scores(q, k, QK_INT8)
+    row_scale = _row_scale(qk_scale, QK_INT8)
     if MASKED:
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(scores, axis=1) * qk_scale)  # every scale is > 0
@@ -216,12 +230,8 @@ def _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, slot_ok, first, MASKED: tl
     """One key tile against a fixed reference: p = 2^(score - m_ref), m_ref the row max of the query block's
     first key tile (taken here when `first`), so no later tile waits for a reduction of its scores and the
     accumulator is never rescaled. Returns (m_ref, l_i, acc)."""
-    if QK_INT8:
-        scores = tl.dot(q, tl.trans(k)).to(tl.float32)
-        row_scale = qk_scale[:, None]
-    else:
-        scores = tl.dot(q, tl.trans(k))
-        row_scale = qk_scale
+    scores = _tile_scores(q, k, QK_INT8)
+    row_scale = _row_scale(qk_scale, QK_INT8)
     if MASKED:
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
     if first:
@@ -244,11 +254,13 @@ def _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST: t
 
 
 @triton.jit
-def _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                     QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
-    """Online softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc)."""
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, QK_INT8: tl.constexpr,
+               UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr):
+    """Softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc), acc / l_i the output.
+    The online softmax (`_attend`), or (FIXED_MAX) every tile's weights against the first tile's row max
+    (`_attend_fixed`; m_i is that max, and the output holds unless l_i passed FIXED_MAX_SUM_LIMIT)."""
+    m_i = tl.full([BLOCK_M], 0.0 if FIXED_MAX else float("-inf"), tl.float32)  # (fixed: set by the first tile)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     within = tl.arange(0, BLOCK_N)
@@ -260,58 +272,29 @@ def _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stri
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         next_slots = key_start + BLOCK_N + within
         rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
+        if FIXED_MAX:
+            m_i, l_i, acc = _attend_fixed(q, k, v, m_i, l_i, acc, qk_scale, within, key_start == 0, False, QK_INT8)
+        else:
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, full_end + within < kv_length, True, QK_INT8)
+        slot_ok = full_end + within < kv_length
+        if FIXED_MAX:
+            m_i, l_i, acc = _attend_fixed(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, full_end == 0, True, QK_INT8)
+        else:
+            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
     return m_i, l_i, acc
-
-
-@triton.jit
-def _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                         QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
-    """The same softmax with every key tile's weights against the first tile's row max (`_attend_fixed`):
-    (l_i, acc), one reference for both, so acc / l_i is the output (unless l_i passed FIXED_MAX_SUM_LIMIT)."""
-    m_ref = tl.zeros([BLOCK_M], tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    within = tl.arange(0, BLOCK_N)
-    rows = tl.load(rows_base + within, mask=within < kv_length, other=0)
-    full_end = (kv_length // BLOCK_N) * BLOCK_N
-    for key_start in range(0, full_end, BLOCK_N):
-        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
-        next_slots = key_start + BLOCK_N + within
-        rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
-        m_ref, l_i, acc = _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, within, key_start == 0, False, QK_INT8)
-    if full_end < kv_length:
-        k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
-        m_ref, l_i, acc = _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, full_end + within < kv_length,
-                                        full_end == 0, True, QK_INT8)
-    return l_i, acc
-
-
-@triton.jit
-def _tile_scores(q, k, QK_INT8: tl.constexpr):
-    """Scores of a query tile against a key tile [BLOCK_M, BLOCK_N] (QK_INT8: int32 codes' dot, as fp32)."""
-    if QK_INT8:
-        return tl.dot(q, tl.trans(k)).to(tl.float32)
-    else:
-        return tl.dot(q, tl.trans(k))
 
 
 @triton.jit
 def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
-    """`_fixed_max_key_tiles` pipelined by hand: iteration j takes key tile j's weights from the scores of
+    """`_key_tiles(FIXED_MAX=True)` pipelined by hand: iteration j takes key tile j's weights from the scores of
     iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
     of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
-    if QK_INT8:
-        row_scale = qk_scale[:, None]
-    else:
-        row_scale = qk_scale
+    row_scale = _row_scale(qk_scale, QK_INT8)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     within = tl.arange(0, BLOCK_N)
@@ -365,8 +348,8 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              SCORES_AHEAD: tl.constexpr = False):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
-    pointers are unused. FIXED_MAX: `_fixed_max_key_tiles`, with the exact loop again for a query tile whose
-    weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles` instead."""
+    pointers are unused. FIXED_MAX: `_key_tiles(FIXED_MAX=True)`, with the exact loop again for a query tile
+    whose weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles`."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -403,16 +386,16 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
             l_i, acc = _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
                                                qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
         else:
-            l_i, acc = _fixed_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                            qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+            _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
+                                     dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, True)
         # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
         overflow = (l_i > FIXED_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
         if tl.max(overflow.to(tl.int32)) > 0:
-            _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                           qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+            _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
+                                     dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, False)
     else:
-        _, l_i, acc = _exact_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                       qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+        _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                                 BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, False)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
