@@ -201,27 +201,25 @@ def run_variant(q, k, v, rows, kv_length, qk, exp, pv, gather, block_m=128, bloc
 
 
 def compile_only(variants) -> int:
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """Compile each variant for sm_90 as the JIT would (tests/compile_kernels.py: divisibility hints), print
+    its shared memory and MMA instructions."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from compile_kernels import compile_kernel
 
     dtypes = {QK_BF16: "*bf16", QK_INT8_TOKEN: "*i8", QK_INT8_HEAD: "*i8", QK_FP8_TOKEN: "*fp8e4nv"}
     failures = 0
     for qk, exp, pv in variants:
         for gather in (False, True):
-            signature = {name: ("constexpr" if name in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", "GATHER", "QK", "EXP", "PV")
-                                else "i32") for name in _lab_kernel.arg_names}
-            signature.update(q_ptr=dtypes[qk], k_ptr=dtypes[qk], v_ptr="*bf16" if pv == PV_BF16 else "*fp8e4nv",
-                             out_ptr="*bf16", q_scale_ptr="*fp32", k_scale_ptr="*fp32", v_scale_ptr="*fp32",
-                             rows_ptr="*i32", qk_scale="fp32")
+            pointer_types = dict(q_ptr=dtypes[qk], k_ptr=dtypes[qk], v_ptr="*bf16" if pv == PV_BF16 else "*fp8e4nv",
+                                 out_ptr="*bf16", q_scale_ptr="*fp32", k_scale_ptr="*fp32", v_scale_ptr="*fp32",
+                                 rows_ptr="*i32")
             constexprs = dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, GATHER=gather, QK=qk, EXP=exp, PV=pv)
             label = f"{QK_NAMES[qk]:12s} {EXP_NAMES[exp]:9s} PV {PV_NAMES[pv]:8s} gather={int(gather)}"
             try:
-                compiled = triton.compile(ASTSource(fn=_lab_kernel, signature=signature, constexprs=constexprs),
-                                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3})
+                compiled = compile_kernel(_lab_kernel, constexprs, 8, 3, 90, pointer_types)
                 ptx = compiled.asm["ptx"]
                 mmas = sorted({line.split()[0] for line in ptx.splitlines() if "wgmma.mma_async" in line or "mma.sync" in line})
-                print(f"ok   {label}: regs {compiled.n_regs if hasattr(compiled, 'n_regs') else '?'} "
-                      f"shared {compiled.metadata.shared}  {' '.join(mmas)}", flush=True)
+                print(f"ok   {label}: shared {compiled.metadata.shared}  {' '.join(mmas)}", flush=True)
             except Exception as error:
                 failures += 1
                 print(f"FAIL {label}: {type(error).__name__}: {str(error)[:300]}", flush=True)

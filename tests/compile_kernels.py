@@ -95,18 +95,24 @@ def signature_of(kernel, constexprs: dict, pointer_types: dict | None = None) ->
     return signature
 
 
-def compile_launch(kernel, constexprs: dict, warps: int, stages: int, capability: int,
-                   pointer_types: dict | None = None) -> int:
-    """Compile one launch for sm_<capability>; returns its shared memory in bytes. Raises the compiler's error,
-    or RuntimeError when the block needs more shared memory than the GPU gives one."""
-    # constexpr parameters left out take their defaults, as the JIT does (else they would compile as int32
-    # arguments, with both sides of every branch on them)
+def compile_kernel(kernel, constexprs: dict, warps: int, stages: int, capability: int,
+                   pointer_types: dict | None = None):
+    """Compile one launch for sm_<capability> as the JIT would (divisibility hints; constexpr parameters left
+    out take their defaults, else they would compile as int32 arguments with both sides of every branch on
+    them). Returns triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata.shared`)."""
     constexprs = {**{param.name: param.default for param in getattr(kernel, "params", [])
                      if param.is_constexpr and param.has_default}, **constexprs}
     signature = signature_of(kernel, constexprs, pointer_types)
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=aligned_attrs(kernel, constexprs))
-    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                              options={"num_warps": warps, "num_stages": stages})
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                          options={"num_warps": warps, "num_stages": stages})
+
+
+def compile_launch(kernel, constexprs: dict, warps: int, stages: int, capability: int,
+                   pointer_types: dict | None = None) -> int:
+    """Compile one launch for sm_<capability>; returns its shared memory in bytes. Raises the compiler's error,
+    or RuntimeError when the block needs more shared memory than the GPU gives one."""
+    compiled = compile_kernel(kernel, constexprs, warps, stages, capability, pointer_types)
     shared = compiled.metadata.shared
     if shared > SHARED_LIMIT[capability]:
         raise RuntimeError(f"{shared} B of shared memory, over the {SHARED_LIMIT[capability]} B a block may use")
