@@ -55,13 +55,15 @@ KERNELS = [
     # weights against the first key tile's row max, scores a tile ahead (fixed_max, scores_ahead): the int8
     # default's main and remainder tiles, and fixed_max alone in bf16
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False,
-                                              FIXED_MAX=True, SCORES_AHEAD=True), 8, 3, INT8_CODES),
+                                              FIXED_MAX=True, SCORES_AHEAD=1), 8, 3, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=128, QK_INT8=True, UPCAST=False,
-                                              FIXED_MAX=True, SCORES_AHEAD=True), 4, 2, INT8_CODES),
+                                              FIXED_MAX=True, SCORES_AHEAD=1), 4, 2, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=False, UPCAST=False,
                                               FIXED_MAX=True), 8, 3),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False,
+                                              FIXED_MAX=True, SCORES_AHEAD=2), 8, 3, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=64, BLOCK_M=128, BLOCK_N=64, QK_INT8=False, UPCAST=False,
-                                              FIXED_MAX=True, SCORES_AHEAD=True), 4, 3),
+                                              FIXED_MAX=True, SCORES_AHEAD=1), 4, 3),
     (quantize._key_stats_kernel, dict(HEAD_DIM=128, CHUNK=256, BLOCK_T=32), 4, 3),
     (quantize._key_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),
     (quantize._query_codes_kernel, dict(HEAD_DIM=128, BLOCK_T=64), 4, 3),

@@ -52,7 +52,7 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
-@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a"])
+@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a", "16x16x4x1-r8-m-a2"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]])
 def test_fixed_maximum_within_twice_torch_error(case, config):
     """Weights against the first key tile's row max (config `-m`); a query cluster without kept keys (CASES[3]:
@@ -68,7 +68,7 @@ def test_fixed_maximum_within_twice_torch_error(case, config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a"])
+@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a", "16x16x4x1-r8-m-a2"])
 def test_fixed_maximum_without_kept_keys_gives_zeros(config):
     q, k, v, plan = _problem(2, 160, 64, torch.float16, 0, 0, 6, 24, seed=5)
     out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, 0.125)
@@ -77,7 +77,7 @@ def test_fixed_maximum_without_kept_keys_gives_zeros(config):
 
 # the interpreter's numpy warns when the fixed-max loop overflows (the 300 case), before the exact loop reruns
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
-@pytest.mark.parametrize("config", ["16x16x4x1-r0-m", "16x16x4x1-r0-m-a"])
+@pytest.mark.parametrize("config", ["16x16x4x1-r0-m", "16x16x4x1-r0-m-a", "16x16x4x1-r0-m-a2"])
 @pytest.mark.parametrize("rise", [40.0, 300.0])
 def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
     """One key, in the last key tile, scores `rise` (natural-log units) above every key of the first tile, so it
@@ -131,6 +131,8 @@ def test_matches_the_reference_backend():
     "16x16x4x1-r8-m-a",  # ... with the next tile's scores issued before this tile's P V
     "32x128x4x1-r16-m-a",  # ... with one partial key tile only
     "32x32x4x1-r16x4x1x16-m-a",  # ... with remainder tiles on their own (smaller) key tiles
+    "16x16x4x1-r8-m-a2",  # ... with the key rows loaded in each iteration
+    "32x128x4x1-r16-m-a2",
 ])
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
@@ -146,7 +148,7 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
 
 @pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4x2",
                                   "128x128x8x3-r64x4x3x64", "128x128x8x3-r64x4x2-m", "64x64x4x2-r0-s-u-m",
-                                  "128x64x8x3-r64x4x2-m-a"])
+                                  "128x64x8x3-r64x4x2-m-a", "128x128x8x3-r64x4x3x64-m-a2"])
 def test_config_label_round_trips(text):
     config = AttentionConfig.parse(text)
     assert config.label() == text and AttentionConfig.parse(config.label()) == config
@@ -155,6 +157,8 @@ def test_config_label_round_trips(text):
 def test_scores_ahead_needs_the_fixed_maximum():
     with pytest.raises(ValueError, match="scores_ahead"):
         AttentionConfig.parse("128x64x8x3-r64x4-a")
+    with pytest.raises(ValueError, match="scores_ahead 3"):
+        AttentionConfig(fixed_max=True, scores_ahead=3)
 
 
 def test_remainder_stages_and_key_tile_equal_to_the_main_ones_are_the_default():

@@ -103,7 +103,7 @@ def test_int8_kernel_matches_the_int8_reference(num_problems, num_tokens, head_d
 
 
 @pytest.mark.parametrize("config", ["16x16x4x1-r8-s", "32x128x4x1-r16", "32x32x4x1-r16x4x1x16", "16x16x4x1-r8-m",
-                                    "16x16x4x1-r8-s-m-a"])
+                                    "16x16x4x1-r8-s-m-a", "16x16x4x1-r8-m-a2"])
 def test_int8_kernel_with_sorted_keys_and_remainder_tiles(config):
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
     out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, 0.125, qk_int8=True)

@@ -44,7 +44,8 @@ class AttentionConfig:
     fixed_max: the weights of every key tile after the first are taken against the row max of the first
     (`_key_tiles(FIXED_MAX=True)`): no row max, no rescaling between the score MMA and the P V MMA.
     scores_ahead (with fixed_max): the next key tile's score MMA is issued before this tile's P V MMA
-    (`_scores_ahead_key_tiles`), so a tile's weights are computed while the tensor cores run the P V before.
+    (`_scores_ahead_key_tiles`), so a tile's weights are computed while the tensor cores run the P V before;
+    1: key rows carried across iterations, 2: loaded in each iteration (fewer registers spill; not measured).
     """
 
     block_m: int = 128
@@ -58,9 +59,11 @@ class AttentionConfig:
     sorted_keys: bool = False
     longest_first: bool = True
     fixed_max: bool = False
-    scores_ahead: bool = False
+    scores_ahead: int = 0
 
     def __post_init__(self):
+        if self.scores_ahead not in (0, 1, 2):
+            raise ValueError(f"scores_ahead {self.scores_ahead!r}: 0 (off), 1 or 2")
         if self.scores_ahead and not self.fixed_max:
             raise ValueError("scores_ahead (-a) needs fixed_max (-m)")
 
@@ -81,7 +84,9 @@ class AttentionConfig:
             elif option == "m":
                 values["fixed_max"] = True
             elif option == "a":
-                values["scores_ahead"] = True
+                values["scores_ahead"] = 1
+            elif option == "a2":
+                values["scores_ahead"] = 2
             elif option.startswith("r"):
                 parts = option[1:].split("x")
                 values["remainder_m"] = int(parts[0])
@@ -103,7 +108,7 @@ class AttentionConfig:
             text += f"x{self.remainder_stages or self.num_stages}"
             text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
         return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-                + ("-m" if self.fixed_max else "") + ("-a" if self.scores_ahead else ""))
+                + ("-m" if self.fixed_max else "") + ({0: "", 1: "-a", 2: "-a2"}[int(self.scores_ahead)]))
 
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
@@ -112,7 +117,7 @@ def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
       (3 stages: 153 KB, one); Wan 14B at 30% density, run 56: 79.5 vs 81.0 ms, 3 of 3 alternated pairs;
     - weights against the first key tile's row max, the next tile's scores issued before this tile's P V
       (`-m-a`): run 63, Wan 14B at 30%, 74.29 / 74.41 ms against 76.83 / 76.96 for `-m` alone (run 61: `-m`
-      76.90-77.19 against 79.13-80.59 for neither), though its registers spill (248 B of stack).
+      76.90-77.19 against 79.13-80.59 for neither), though its registers spill (232 B of stack).
     In bf16 two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56),
     and `-m-a` needs more shared memory than a block has at 3 stages."""
     if interpreting():
@@ -121,7 +126,7 @@ def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
     if qk_int8:
-        return AttentionConfig(remainder_stages=2, fixed_max=True, scores_ahead=True)
+        return AttentionConfig(remainder_stages=2, fixed_max=True, scores_ahead=1)
     return AttentionConfig()
 
 
@@ -290,10 +295,13 @@ def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, 
 @triton.jit
 def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                            QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+                            QK_INT8: tl.constexpr, UPCAST: tl.constexpr, ROWS_IN_LOOP: tl.constexpr):
     """`_key_tiles(FIXED_MAX=True)` pipelined by hand: iteration j takes key tile j's weights from the scores of
     iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
-    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
+    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc).
+    ROWS_IN_LOOP: load the rows of tiles j and j + 1 in iteration j instead of carrying them (sm_90 SASS at
+    128 x 128, int8: 128 instead of 232 B of spilled registers, and 51 of the 64 exponentials issued before
+    the wait for the score MMA instead of none; not yet timed)."""
     row_scale = _row_scale(qk_scale, QK_INT8)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -309,21 +317,29 @@ def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n,
     first_max = tl.max(tl.where((within < kv_length)[None, :], scores, float("-inf")), axis=1) * qk_scale
     m_ref = tl.where(first_max > float("-inf"), first_max, 0.0)  # a block without keys: no tile at all
     for tile in range(0, num_tiles - 1):  # tile j is full (a later one exists)
+        if ROWS_IN_LOOP:
+            rows = tl.load(rows_base + tile * BLOCK_N + within)
+            next_slots = (tile + 1) * BLOCK_N + within
+            rows_next = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
         v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
         k = tl.load(k_base + rows_next[:, None] * k_stride_n + dims[None, :])
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        after_next = (tile + 2) * BLOCK_N + within
-        # (a value carried two iterations stops Triton's pipeliner; rows >= 0, so this is rows_next, not
-        # the loop argument itself)
-        rows = tl.maximum(rows_next, 0)
-        rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
+        if not ROWS_IN_LOOP:
+            after_next = (tile + 2) * BLOCK_N + within
+            # (a value carried two iterations stops Triton's pipeliner; rows >= 0, so this is rows_next, not
+            # the loop argument itself)
+            rows = tl.maximum(rows_next, 0)
+            rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
         l_i += tl.sum(p, axis=1)
         p = p.to(v.dtype)  # before the score MMA: its fp32 form must not be live beside the new scores
         scores = _tile_scores(q, k, QK_INT8)
         acc = tl.dot(p, v, acc)
+    if ROWS_IN_LOOP:
+        last_slots = tl.maximum(num_tiles - 1, 0) * BLOCK_N + within
+        rows = tl.load(rows_base + last_slots, mask=last_slots < kv_length, other=0)
     if num_tiles > 0:
         # -- the last tile, maybe partial: slots past kv_length are masked --
         v = tl.load(v_base + rows[:, None] * v_stride_n + dims[None, :])
@@ -345,11 +361,12 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr = False,
-                             SCORES_AHEAD: tl.constexpr = False):
+                             SCORES_AHEAD: tl.constexpr = 0):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
     pointers are unused. FIXED_MAX: `_key_tiles(FIXED_MAX=True)`, with the exact loop again for a query tile
-    whose weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles`."""
+    whose weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles`,
+    1 with the key rows carried, 2 with them loaded in each iteration."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -384,7 +401,8 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     if FIXED_MAX:
         if SCORES_AHEAD:
             l_i, acc = _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                               qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+                                               qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST,
+                                               SCORES_AHEAD == 2)
         else:
             _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
                                      dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, True)
@@ -477,5 +495,5 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
                 UPCAST=interpreting(), FIXED_MAX=config.fixed_max,
-                SCORES_AHEAD=config.scores_ahead, num_warps=warps, num_stages=stages)
+                SCORES_AHEAD=int(config.scores_ahead), num_warps=warps, num_stages=stages)
     return out
