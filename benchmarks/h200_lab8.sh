@@ -48,12 +48,13 @@ python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density
     --json $OUT/lab_rem64.json > $OUT/lab_rem64.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_rem64.txt
 fi
 # Run 68 (not run yet: for the next session): the candidates compiled but not timed in session 8, against the
-# default, alternated; GPU tests of the attention kernels first (they cover -m-a2 on small tiles).
+# default, alternated, and the k-means assignment with the next tile ahead (its labels against production);
+# GPU tests of the attention and k-means kernels first (they cover -m-a2 and the ahead loop on small tiles).
 if [ "$RUN" = 68 ]; then
-python3 -m pytest -q tests/test_triton_attention.py tests/test_triton_quantize.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+python3 -m pytest -q tests/test_triton_attention.py tests/test_triton_quantize.py tests/test_triton_kmeans.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
 F=128x128x8x3-r64x4x2-m-a; F2=128x128x8x3-r64x4x2-m-a2; H3=128x128x8x3-r64x4x3x64-m-a; H32=128x128x8x3-r64x4x3x64-m-a2
-python3 benchmarks/kernel_lab.py --skip-floors --skip-kmeans --qk int8 --density 0.30 --configs $F $F2 $H3 $H32 $F $F2 $H3 $H32 \
-    --json $OUT/lab_candidates.json > $OUT/lab_candidates.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all" $OUT/lab_candidates.txt
+python3 benchmarks/kernel_lab.py --skip-floors --qk int8 --density 0.30 --configs $F $F2 $H3 $H32 $F $F2 $H3 $H32 \
+    --json $OUT/lab_candidates.json > $OUT/lab_candidates.txt 2>&1; grep "SVG2 kernel, SVG2 plan\|cuDNN all\|assign" $OUT/lab_candidates.txt
 fi
 for f in wan14b_int8; do [ -f $OUT/$f.json ] && python3 -c "
 import json; d = json.load(open('$OUT/$f.json'))

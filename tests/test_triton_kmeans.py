@@ -36,6 +36,18 @@ def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
     assert (labels.long() == distances.argmin(-1)).float().mean() > 0.97
 
 
+@pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
+def test_assignment_with_the_next_tile_ahead_gives_the_same_labels(num_clusters):
+    """The AHEAD loop (next centroid tile's dot before this tile's arg-min) computes the same distances and
+    folds them in the same order: labels identical to the production loop, ties included."""
+    points = _points(2, 200, 128, torch.bfloat16)
+    distinct = points[:, :(num_clusters + 1) // 2].float() + 0.1
+    centroids = torch.cat([distinct, distinct], dim=1)[:, :num_clusters]  # each centroid twice: exact ties
+    labels = assign_to_nearest(points, centroids)
+    assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
+    assert torch.equal(assign_to_nearest(points, centroids, ahead=True), labels)
+
+
 def test_update_matches_reference_means_and_keeps_empty_clusters():
     points = _points(3, 150, 64, torch.bfloat16)
     old = torch.randn(3, 20, 64, device=DEVICE)
