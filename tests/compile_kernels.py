@@ -57,8 +57,8 @@ KERNELS = [
     # default's main and remainder tiles, and fixed_max alone in bf16
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False,
                                               FIXED_MAX=True, SCORES_AHEAD=1), 8, 3, INT8_CODES),
-    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=128, QK_INT8=True, UPCAST=False,
-                                              FIXED_MAX=True, SCORES_AHEAD=1), 4, 2, INT8_CODES),
+    (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, QK_INT8=True, UPCAST=False,
+                                              FIXED_MAX=True, SCORES_AHEAD=1), 4, 3, INT8_CODES),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=False, UPCAST=False,
                                               FIXED_MAX=True), 8, 3),
     (attention._sparse_attention_kernel, dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, QK_INT8=True, UPCAST=False,

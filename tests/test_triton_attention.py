@@ -222,15 +222,15 @@ def test_key_side_metadata_packs_kept_blocks_in_order(chunk, monkeypatch):
             assert torch.equal(starts[g, b], expected_bits)
 
 
-def test_gpu_defaults_give_int8_remainder_tiles_two_stages(monkeypatch):
-    """On a GPU, int8 scores at head dim 128 run their remainder tiles with 2 stages (two programs per SM) and
-    take weights against the first key tile's max, scores a tile ahead; bf16 and head dim 64 keep the main
+def test_gpu_defaults_by_score_precision(monkeypatch):
+    """On a GPU, int8 scores at head dim 128 run their remainder tiles on 64-key tiles (two programs per SM)
+    and take weights against the first key tile's max, scores a tile ahead; bf16 and head dim 64 keep the main
     tiles' stages and the running max. The plan's tiles are the same either way."""
     from svg2_core.triton_kernels import attention
 
     monkeypatch.setattr(attention, "interpreting", lambda: False)
     int8, bf16 = attention.default_config(128, qk_int8=True), attention.default_config(128)
-    assert int8.label() == "128x128x8x3-r64x4x2-m-a" and bf16.label() == "128x128x8x3-r64x4"
+    assert int8.label() == "128x128x8x3-r64x4x3x64-m-a" and bf16.label() == "128x128x8x3-r64x4"
     assert (int8.block_m, int8.block_n, int8.remainder_m) == (bf16.block_m, bf16.block_n, bf16.remainder_m)
     assert attention.default_config(64, qk_int8=True) == attention.default_config(64)
     backend = TritonBackend()

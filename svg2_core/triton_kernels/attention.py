@@ -113,11 +113,12 @@ class AttentionConfig:
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
     """The tiles measured fastest on the H200 (BENCHMARKS.md). With int8 scores at head dim 128:
-    - remainder tiles run 2 pipeline stages: 105 KB of shared memory, so two of their programs share an SM
-      (3 stages: 153 KB, one); Wan 14B at 30% density, run 56: 79.5 vs 81.0 ms, 3 of 3 alternated pairs;
     - weights against the first key tile's row max, the next tile's scores issued before this tile's P V
       (`-m-a`): run 63, Wan 14B at 30%, 74.29 / 74.41 ms against 76.83 / 76.96 for `-m` alone (run 61: `-m`
-      76.90-77.19 against 79.13-80.59 for neither), though its registers spill (232 B of stack).
+      76.90-77.19 against 79.13-80.59 for neither), though the 128-key main tiles' registers spill;
+    - remainder tiles (64 query rows) of 64 keys with 3 stages (`-r64x4x3x64`): no spills, 2 programs per SM;
+      run 68, Wan 14B at 30%: 71.99 / 72.10 ms against 77.03 / 76.96 for 128-key remainder tiles with 2
+      stages (run 67: 72.21 / 73.40 against 77.33 / 77.82); with `-a2`: 77.48 / 77.21 (not taken).
     In bf16 two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56),
     and `-m-a` needs more shared memory than a block has at 3 stages."""
     if interpreting():
@@ -126,7 +127,7 @@ def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
     if qk_int8:
-        return AttentionConfig(remainder_stages=2, fixed_max=True, scores_ahead=1)
+        return AttentionConfig(remainder_block_n=64, fixed_max=True, scores_ahead=1)
     return AttentionConfig()
 
 
