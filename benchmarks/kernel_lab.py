@@ -285,11 +285,6 @@ def main(argv=None):
         ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids))
         report(f"assign {name} (production, autotuned)", ms, tflops=flops / ms / 1e9,
                config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
-        # the next centroid tile's dot issued before this tile's arg-min (kernel option AHEAD)
-        same = bool(torch.equal(kmeans_kernels.assign_to_nearest(points, centroids, ahead=True), labels))
-        ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids, ahead=True))
-        report(f"assign {name} (next tile ahead, autotuned)", ms, tflops=flops / ms / 1e9, same_labels=same,
-               config=str(getattr(kmeans_kernels._assign_kernel, "best_config", "?")))
 
         def two_iterations(points=points, centroids=centroids):
             current = centroids

@@ -8,7 +8,7 @@ from triton_helpers import DEVICE
 from svg2_core.kmeans import kmeans_objective, kmeans_torch
 from svg2_core.kmeans import update_centroids as update_centroids_torch
 from svg2_core.triton_backend import TritonBackend
-from svg2_core.triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
+from svg2_core.triton_kernels.kmeans import assign_operands, assign_to_nearest, sort_by_label, update_centroids
 
 
 def _points(num_problems, num_points, head_dim, dtype, seed=0):
@@ -20,11 +20,12 @@ def _points(num_problems, num_points, head_dim, dtype, seed=0):
     return points.to(DEVICE, dtype)
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 128), (torch.float16, 64)])
-def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
+def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim, packed):
     points = _points(2, 200, head_dim, dtype)
     centroids = points[:, :40].float() + 0.1
-    labels = assign_to_nearest(points, centroids)
+    labels = assign_to_nearest(points, centroids, packed=packed)
     distances = torch.cdist(points.double(), centroids.double()).square()  # [G, N, C]
     chosen = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
     best = distances.min(-1).values
@@ -36,16 +37,64 @@ def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
     assert (labels.long() == distances.argmin(-1)).float().mean() > 0.97
 
 
-@pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
-def test_assignment_with_the_next_tile_ahead_gives_the_same_labels(num_clusters):
-    """The AHEAD loop (next centroid tile's dot before this tile's arg-min) computes the same distances and
-    folds them in the same order: labels identical to the production loop, ties included."""
-    points = _points(2, 200, 128, torch.bfloat16)
+def _tied_centroids(points, num_clusters):
+    """Each centroid twice (copy i + ceil(C / 2) of centroid i): exact ties, which the first copy must win."""
     distinct = points[:, :(num_clusters + 1) // 2].float() + 0.1
-    centroids = torch.cat([distinct, distinct], dim=1)[:, :num_clusters]  # each centroid twice: exact ties
+    return torch.cat([distinct, distinct], dim=1)[:, :num_clusters]
+
+
+@pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
+def test_assignment_without_bounds_checks_gives_the_same_labels(num_clusters):
+    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids) give the
+    production loop's labels exactly, ties included."""
+    points = _points(2, 200, 128, torch.bfloat16)
+    centroids = _tied_centroids(points, num_clusters)
     labels = assign_to_nearest(points, centroids)
     assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
-    assert torch.equal(assign_to_nearest(points, centroids, ahead=True), labels)
+    assert torch.equal(assign_to_nearest(points, centroids, masked=False), labels)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])
+def test_packed_arg_min_keeps_ties_with_the_first_copy_and_production_labels(num_clusters, masked):
+    """Column in the low mantissa bits, one integer minimum: exact ties still go to the lower index within a
+    tile and to the earlier tile across tiles, and the labels are production's wherever two distances do not
+    agree to fp32 rounding (here: everywhere but at most 1%)."""
+    points = _points(2, 400, 128, torch.bfloat16, seed=3)
+    centroids = _tied_centroids(points, num_clusters)
+    packed = assign_to_nearest(points, centroids, masked=masked, packed=True)
+    assert packed.max() < (num_clusters + 1) // 2
+    production = assign_to_nearest(points, centroids)
+    assert (packed == production).float().mean() >= 0.99
+    distances = torch.cdist(points.double(), centroids.double()).square()
+    chosen = distances.gather(2, packed.long().unsqueeze(-1)).squeeze(-1)
+    other = distances.gather(2, production.long().unsqueeze(-1)).squeeze(-1)
+    assert torch.all(chosen <= other * (1 + 2 ** -7))  # bf16 dot rounding, as in the test above
+
+
+def test_assign_operands_pad_centroids_that_are_never_nearest():
+    centroids = torch.randn(3, 70, 64, device=DEVICE)
+    centroids_low, sq_norms = assign_operands(centroids, torch.bfloat16)
+    assert centroids_low.shape == (3, 128, 64) and sq_norms.shape == (3, 128)
+    assert torch.equal(centroids_low[:, :70], (centroids * -2.0).to(torch.bfloat16))
+    assert torch.equal(centroids_low[:, 70:], torch.zeros_like(centroids_low[:, 70:]))
+    assert torch.allclose(sq_norms[:, :70], centroids.square().sum(-1), rtol=1e-6)
+    assert torch.all(sq_norms[:, 70:] == float("inf"))
+
+
+def test_update_reads_members_of_batched_strided_points():
+    """points [B, H, N, D] as the transposed view of [B, N, H, D] activations, B > 1: each cluster's members
+    are found at their own batch and head."""
+    activations = _points(2, 90, 3 * 64, torch.bfloat16).view(2, 90, 3, 64)
+    points = activations.transpose(1, 2)  # [2, 3, 90, 64], not contiguous
+    flat = points.reshape(6, 90, 64)
+    old = torch.randn(6, 10, 64, device=DEVICE)
+    labels = torch.randint(0, 9, (6, 90), device=DEVICE, dtype=torch.int32)
+    sorted_points, offsets = sort_by_label(labels, 10)
+    centroids, sizes = update_centroids(points, sorted_points, offsets, old)
+    expected, expected_sizes = update_centroids_torch(flat, labels.long(), old)
+    assert torch.equal(sizes, expected_sizes)
+    assert torch.allclose(centroids, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_update_matches_reference_means_and_keeps_empty_clusters():
@@ -73,10 +122,14 @@ def test_sort_by_label_groups_each_cluster():
     (1, 129, 300),   # more clusters than points: most are empty
     (2, 3000, 1000),
     (1, 700, 1024),
+    (65, 300, 1000),  # 65,000 (problem, cluster) slots: the largest keys int16 holds after the shift
+    (66, 300, 1000),  # 66,000: int32 keys
 ])
-def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters):
+@pytest.mark.parametrize("narrow_keys", [None, False])
+def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters, narrow_keys):
     """The contract the update kernel and the plan rely on (and any faster sort must keep): clusters in
-    (problem, label) order, each listing its points in token order, with exact offsets."""
+    (problem, label) order, each listing its points in token order, with exact offsets; int16 keys where
+    they fit (the default) and int32 keys give the same."""
     generator = torch.Generator().manual_seed(num_points)
     labels = torch.randint(0, num_clusters, (num_problems, num_points), generator=generator, dtype=torch.int32)
     labels[:, :200] = labels[:, :1]  # a long run of one label
@@ -84,7 +137,7 @@ def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_poin
     expected = torch.sort(keys, stable=True).indices.to(torch.int32)
     expected_offsets = torch.searchsorted(keys[expected.long()], torch.arange(num_problems * num_clusters + 1),
                                           out_int32=True)
-    sorted_points, offsets = sort_by_label(labels.to(DEVICE), num_clusters)
+    sorted_points, offsets = sort_by_label(labels.to(DEVICE), num_clusters, narrow_keys)
     assert sorted_points.dtype == torch.int32 and offsets.dtype == torch.int32
     assert torch.equal(sorted_points.cpu(), expected)
     assert torch.equal(offsets.cpu(), expected_offsets)

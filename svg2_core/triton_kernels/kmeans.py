@@ -24,36 +24,57 @@ def _assign_configs():
 
 
 @triton.jit
-def _tile_distances(x, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
-                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr):
-    """||c||^2 - 2 x.c [BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C (inf past num_clusters)."""
+def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
+                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
+    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C: ||c||^2 - 2 x.c, which orders a row's
+    centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to rounding),
+    the accumulator starting from the two norms (as many instructions as starting it from ||c||^2 alone).
+    Centroids past num_clusters have norm +inf. MASKED False: no bounds check (the operands are padded to
+    whole tiles: `assign_operands`)."""
     cols = start + tl.arange(0, BLOCK_C)
-    col_ok = cols < num_clusters
-    c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
+    if MASKED:
+        col_ok = cols < num_clusters
+        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
+        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
+    else:
+        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :])
+        c_sq = tl.load(norm_base + cols)
     if UPCAST:
         c = c.to(tl.float32)
-    c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
+    if PACKED:
+        return tl.dot(x, tl.trans(c), x_sq[:, None] + c_sq[None, :])
     return c_sq[None, :] + tl.dot(x, tl.trans(c))
 
 
 @triton.jit
-def _keep_nearer(distances, best, best_label, first_cluster):
+def _keep_nearer(distances, best, best_label, first_cluster, BLOCK_C: tl.constexpr, PACKED: tl.constexpr):
     """Fold one centroid tile's distances [BLOCK_N, BLOCK_C] (its first centroid `first_cluster`) into the
-    running nearest distance and label per point (the lower index wins a tie)."""
-    tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    running nearest distance and label per point; the lower index wins a tie.
+
+    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column, so that one integer
+    minimum finds value and column (non-negative floats order like their bits; a rounding-negative distance
+    is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that agree to
+    2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float distance and
+    the reduction carries the index (three instructions per element instead of about one and a half)."""
+    if PACKED:
+        keys = (distances.to(tl.int32, bitcast=True) & -BLOCK_C) | tl.arange(0, BLOCK_C)[None, :]
+        tile_key = tl.min(keys, axis=1)
+        tile_best = tile_key & -BLOCK_C
+        tile_label = tile_key & (BLOCK_C - 1)
+    else:
+        tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
     better = tile_best < best
     return tl.where(better, tile_best, best), tl.where(better, tile_label + first_cluster, best_label)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "AHEAD"])
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED"])
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
-                   num_points, num_clusters, heads, stride_pb, stride_ph, stride_pn,
-                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, AHEAD: tl.constexpr = False):
-    """AHEAD: the next centroid tile's dot is issued before this tile's arg-min, so that the arg-min can run
-    beside the MMA (sm_90 SASS at 256 x 64: 22 instead of 150 arg-min instructions after the MMA's wait, 138
-    instead of 108 registers; not yet timed)."""
+                   num_points, num_clusters, padded_clusters, heads, stride_pb, stride_ph, stride_pn,
+                   HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                   MASKED: tl.constexpr = True, PACKED: tl.constexpr = False):
+    """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
+    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`)."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -64,26 +85,21 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                 mask=row_ok[:, None], other=0.0)
     if UPCAST:
         x = x.to(tl.float32)
-    centroid_base = centroids_ptr + problem * num_clusters * HEAD_DIM
-    norm_base = centroid_sq_norms_ptr + problem * num_clusters
-    best = tl.full([BLOCK_N], float("inf"), tl.float32)
-    best_label = tl.zeros([BLOCK_N], tl.int32)
-    # ||x||^2 is common to a row, so ||c||^2 - 2 x.c orders the centroids like the distance does
-    # (the centroids come in already scaled by -2, exact in any float format)
-    if AHEAD:
-        distances = _tile_distances(x, centroid_base, norm_base, 0, num_clusters, dims, HEAD_DIM, BLOCK_C, UPCAST)
-        for start in range(BLOCK_C, num_clusters, BLOCK_C):
-            next_distances = _tile_distances(x, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
-                                             BLOCK_C, UPCAST)
-            best, best_label = _keep_nearer(distances, best, best_label, start - BLOCK_C)
-            distances = next_distances
-        best, best_label = _keep_nearer(distances, best, best_label,
-                                        (tl.cdiv(num_clusters, BLOCK_C) - 1) * BLOCK_C)
+    centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
+    norm_base = centroid_sq_norms_ptr + problem * padded_clusters
+    if PACKED:
+        x_float = x.to(tl.float32)
+        x_sq = tl.sum(x_float * x_float, axis=1)
+        best = tl.full([BLOCK_N], 0x7FFFFFFF, tl.int32)
     else:
-        for start in range(0, num_clusters, BLOCK_C):
-            distances = _tile_distances(x, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM, BLOCK_C,
-                                        UPCAST)
-            best, best_label = _keep_nearer(distances, best, best_label, start)
+        x_sq = tl.zeros([BLOCK_N], tl.float32)
+        best = tl.full([BLOCK_N], float("inf"), tl.float32)
+    best_label = tl.zeros([BLOCK_N], tl.int32)
+    # (the centroids come in already scaled by -2, exact in any float format)
+    for start in range(0, num_clusters, BLOCK_C):
+        distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
+                                    BLOCK_C, UPCAST, MASKED, PACKED)
+        best, best_label = _keep_nearer(distances, best, best_label, start, BLOCK_C, PACKED)
     tl.store(labels_ptr + problem * num_points + rows, best_label, mask=row_ok)
 
 
@@ -99,15 +115,18 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
     end = tl.load(cluster_offsets_ptr + slot + 1)
     dims = tl.arange(0, HEAD_DIM)
     total = tl.zeros([BLOCK_R, HEAD_DIM], tl.float32)
+    # every member is a point of this program's problem: its flat index minus the problem's first is its
+    # token (no 64-bit division per member, which bounded this kernel: H200 ncu, BENCHMARKS.md run 70)
+    problem_points = (points_ptr + (problem // heads).to(tl.int64) * stride_pb
+                      + (problem % heads).to(tl.int64) * stride_ph)
+    first_flat = problem * num_points
     # -- the members of a cluster are contiguous in the label sort: sum them in row blocks --
     for base in range(begin, end, BLOCK_R):
         member = base + tl.arange(0, BLOCK_R)
         member_ok = member < end
-        flat = tl.load(sorted_points_ptr + member, mask=member_ok, other=0).to(tl.int64)
-        point_problem = flat // num_points
-        offset = ((point_problem // heads) * stride_pb + (point_problem % heads) * stride_ph
-                  + (flat % num_points) * stride_pn)
-        x = tl.load(points_ptr + offset[:, None] + dims[None, :], mask=member_ok[:, None], other=0.0)
+        token = tl.load(sorted_points_ptr + member, mask=member_ok, other=first_flat) - first_flat
+        x = tl.load(problem_points + token.to(tl.int64)[:, None] * stride_pn + dims[None, :],
+                    mask=member_ok[:, None], other=0.0)
         total += x.to(tl.float32)
     count = end - begin
     old = tl.load(old_centroids_ptr + slot.to(tl.int64) * HEAD_DIM + dims)
@@ -116,15 +135,53 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
     tl.store(cluster_sizes_ptr + slot, count)
 
 
+ASSIGN_TILE_MULTIPLE = 128  # the largest BLOCK_C of the assign configurations
+
+
+@triton.jit
+def _assign_operands_kernel(centroids_ptr, centroids_low_ptr, sq_norms_ptr, num_clusters, padded_clusters,
+                            HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, ROUND_TO_BF16: tl.constexpr):
+    """centroids [G, C, D] fp32 -> centroids_low [G, C', D] (-2 c in the points' dtype, zero rows past C) and
+    sq_norms [G, C'] fp32 (+inf past C)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    problem = tl.program_id(1).to(tl.int64)
+    dims = tl.arange(0, HEAD_DIM)
+    row_ok = rows < num_clusters
+    c = tl.load(centroids_ptr + (problem * num_clusters + rows)[:, None] * HEAD_DIM + dims[None, :],
+                mask=row_ok[:, None], other=0.0)
+    scaled = c * -2.0
+    if ROUND_TO_BF16:
+        # round to nearest even by hand: the interpreter's fp32 -> bf16 cast truncates, the GPU's rounds
+        bits = scaled.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        scaled = bits.to(tl.float32, bitcast=True)
+    slot = problem * padded_clusters + rows
+    tl.store(centroids_low_ptr + slot[:, None] * HEAD_DIM + dims[None, :],
+             scaled.to(centroids_low_ptr.dtype.element_ty), mask=(rows < padded_clusters)[:, None])
+    tl.store(sq_norms_ptr + slot, tl.where(row_ok, tl.sum(c * c, axis=1), float("inf")), mask=rows < padded_clusters)
+
+
 def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """What an assign kernel streams: centroids [G, C, D] fp32 scaled by -2 (exact) in the points' dtype,
-    and their squared norms [G, C] fp32, so that ||c||^2 - 2 x.c orders centroids like the distance."""
-    return (centroids * -2.0).to(dtype).contiguous(), centroids.square().sum(-1).contiguous()
+    """What an assign kernel streams, from centroids [G, C, D] fp32 in one launch: the centroids scaled by -2
+    (exact) in the points' dtype [G, C', D] and their squared norms [G, C'] fp32, so that ||c||^2 - 2 x.c
+    orders centroids like the distance. C' is C rounded up to ASSIGN_TILE_MULTIPLE: zero centroids with norm
+    +inf, never nearest, so the kernel's centroid tiles need no bounds check."""
+    num_problems, num_clusters, head_dim = centroids.shape
+    padded = triton.cdiv(num_clusters, ASSIGN_TILE_MULTIPLE) * ASSIGN_TILE_MULTIPLE
+    centroids_low = torch.empty(num_problems, padded, head_dim, dtype=dtype, device=centroids.device)
+    sq_norms = torch.empty(num_problems, padded, dtype=torch.float32, device=centroids.device)
+    block_rows = 16
+    _assign_operands_kernel[(triton.cdiv(padded, block_rows), num_problems)](
+        centroids.contiguous(), centroids_low, sq_norms, num_clusters, padded, HEAD_DIM=head_dim,
+        BLOCK_R=block_rows, ROUND_TO_BF16=dtype == torch.bfloat16, num_warps=4)
+    return centroids_low, sq_norms
 
 
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, ahead: bool = False) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: bool = True,
+                      packed: bool = False) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
-    centroids: [G, C, D] fp32. ahead: the kernel's AHEAD loop (same labels; for the lab until timed).
+    centroids: [G, C, D] fp32. masked, packed: the kernel's MASKED and PACKED options (for the lab until
+    timed).
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
@@ -138,23 +195,35 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, ahead: bool
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
     _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(), AHEAD=ahead)
+                         centroids_low.shape[1], *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
+                         UPCAST=interpreting(), MASKED=masked, PACKED=packed)
     return labels
 
 
-def sort_by_label(labels: torch.Tensor, num_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+NARROW_KEY_OFFSET = 32768  # int16 keys: (problem, cluster) slot minus this, for G x C below 65,536
+
+
+def sort_by_label(labels: torch.Tensor, num_clusters: int,
+                  narrow_keys: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels [G, N] int32 grouped by (problem, cluster): (sorted_points [G*N] int32, flat indices g*N + n,
     token order within a cluster; cluster_offsets [G*C + 1] int32, where cluster (g, c) occupies
     sorted_points[offsets[g*C + c]:offsets[g*C + c + 1]]). No host synchronisation.
 
     One stable radix sort of the flat keys g*C + label: on the H200 at Wan 14B (40 x 75,600 labels) 0.23 ms
     with the offsets, where a Triton counting sort (a histogram per 1,024 labels, a prefix sum, a scatter)
-    took 0.41 ms at 300 clusters and 0.77 ms at 1,000 (BENCHMARKS.md run 42)."""
+    took 0.41 ms at 300 clusters and 0.77 ms at 1,000 (BENCHMARKS.md run 42). narrow_keys (None: when
+    G x C < 65,536): the keys as int16, shifted by NARROW_KEY_OFFSET, so the radix sort makes two passes
+    instead of four; the same order."""
     num_problems, num_points = labels.shape
+    num_slots = num_problems * num_clusters
+    if narrow_keys is None:
+        narrow_keys = num_slots < 2 * NARROW_KEY_OFFSET
+    shift = NARROW_KEY_OFFSET if narrow_keys else 0
+    key_dtype = torch.int16 if narrow_keys else torch.int32
     problem_base = torch.arange(num_problems, device=labels.device, dtype=torch.int32).unsqueeze(1) * num_clusters
-    keys = (labels + problem_base).reshape(-1)
+    keys = (labels + (problem_base - shift)).to(key_dtype).reshape(-1)
     sorted_keys, sorted_points = torch.sort(keys, stable=True)
-    boundaries = torch.arange(num_problems * num_clusters + 1, device=labels.device, dtype=torch.int32)
+    boundaries = torch.arange(-shift, num_slots + 1 - shift, device=labels.device, dtype=key_dtype)
     cluster_offsets = torch.searchsorted(sorted_keys, boundaries, out_int32=True)
     return sorted_points.to(torch.int32), cluster_offsets
 

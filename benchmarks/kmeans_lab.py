@@ -1,0 +1,101 @@
+"""The warm k-means of one SVG2 call on the H200, stage by stage, with the assignment / sort variants.
+
+    python3 benchmarks/kmeans_lab.py --shape wan21-14b-720p --json $OUT/kmeans_lab.json
+
+Structured q and k as the bench makes them (peakedness 4), 300 query and 1,000 key clusters, warm-started
+from a cold 50-iteration k-means. Medians of do_bench:
+- the assignment: production against each `assign_to_nearest` option (labels compared with production's);
+- the label sort with int16 keys (the default where G x C < 65,536) against int32 keys, the centroid update;
+- 2 warm iterations of q and of k (`TritonBackend.kmeans`) and both at once as a call runs them
+  (`TritonBackend.cluster(overlap=True)`), for production and for each assignment option.
+Nothing here is used by the node; it decides what the production kernels do.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton.testing
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from svg2_core import triton_backend  # noqa: E402
+from svg2_core.kmeans import sample_initial_centroids  # noqa: E402
+from svg2_core.synthetic import MODEL_SHAPES, structured_qkv  # noqa: E402
+from svg2_core.triton_backend import TritonBackend  # noqa: E402
+from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
+
+VARIANTS = {
+    "production": {},
+    "unmasked tiles": dict(masked=False),
+    "packed arg-min": dict(packed=True),
+    "packed arg-min, unmasked tiles": dict(masked=False, packed=True),
+}
+
+
+def bench(fn) -> float:
+    return float(triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="wan21-14b-720p", choices=sorted(MODEL_SHAPES))
+    parser.add_argument("--clusters", type=int, nargs=2, default=(300, 1000), metavar=("QUERY", "KEY"))
+    parser.add_argument("--cold-iterations", type=int, default=50)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[args.shape]
+    q, k, _ = structured_qkv(batch, heads, grid, head_dim, peakedness=4.0, dense_suffix=dense_suffix,
+                             device="cuda")
+    clustered = slice(0, q.shape[2] - dense_suffix)
+    q_points, k_points = q[:, :, clustered], k[:, :, clustered]
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    backend = TritonBackend()
+    q_clusters, k_clusters = args.clusters
+    q_init = backend.kmeans(q_points, sample_initial_centroids(q_points, q_clusters, generator),
+                            args.cold_iterations).centroids
+    k_init = backend.kmeans(k_points, sample_initial_centroids(k_points, k_clusters, generator),
+                            args.cold_iterations).centroids
+    rows = []
+
+    def report(name, ms, **extra):
+        rows.append({"name": name, "ms": ms, **extra})
+        print(f"{name:60s} {ms:8.3f} ms  " + " ".join(f"{key}={value}" for key, value in extra.items()), flush=True)
+
+    production_assign = triton_backend.assign_to_nearest
+    for side, points, centroids in ((f"q {q_clusters}", q_points, q_init), (f"k {k_clusters}", k_points, k_init)):
+        flops = 2.0 * points.shape[0] * points.shape[1] * points.shape[2] * centroids.shape[1] * head_dim
+        labels = kmeans_kernels.assign_to_nearest(points, centroids)
+        for variant, options in VARIANTS.items():
+            found = kmeans_kernels.assign_to_nearest(points, centroids, **options)
+            ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids, **options))
+            report(f"assign {side}, {variant}", ms, tflops=round(flops / ms / 1e9, 1),
+                   same_labels=round(float((found == labels).float().mean()), 6),
+                   config=str(kmeans_kernels._assign_kernel.best_config))
+        num_clusters = centroids.shape[1]
+        for narrow in (True, False):
+            report(f"sort {side}, {'int16' if narrow else 'int32'} keys",
+                   bench(lambda: kmeans_kernels.sort_by_label(labels, num_clusters, narrow)))
+        ordered, offsets = kmeans_kernels.sort_by_label(labels, num_clusters)
+        report(f"update {side}", bench(lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids)))
+        report(f"assign operands {side}", bench(lambda: kmeans_kernels.assign_operands(centroids, points.dtype)))
+
+    for variant, options in VARIANTS.items():
+        triton_backend.assign_to_nearest = functools.partial(production_assign, **options)
+        try:
+            report(f"k-means q, 2 warm iterations, {variant}", bench(lambda: backend.kmeans(q_points, q_init, 2)))
+            report(f"k-means k, 2 warm iterations, {variant}", bench(lambda: backend.kmeans(k_points, k_init, 2)))
+            report(f"k-means q + k as a call runs them (two streams), {variant}",
+                   bench(lambda: backend.cluster(q_points, q_init, k_points, k_init, 2, overlap=True)))
+        finally:
+            triton_backend.assign_to_nearest = production_assign
+    if args.json:
+        Path(args.json).write_text(json.dumps({"shape": args.shape, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
