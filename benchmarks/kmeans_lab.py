@@ -32,8 +32,9 @@ from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
 VARIANTS = {
     "production": {},
     "unmasked tiles": dict(masked=False),
-    "packed arg-min": dict(packed=True),
-    "packed arg-min, unmasked tiles": dict(masked=False, packed=True),
+    "unmasked, norms ahead": dict(masked=False, norms_ahead=True),
+    "packed arg-min, unmasked": dict(masked=False, packed=True),
+    "packed arg-min, unmasked, norms ahead": dict(masked=False, packed=True, norms_ahead=True),
 }
 
 

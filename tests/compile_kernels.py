@@ -41,7 +41,7 @@ KERNELS = [
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=False), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=False,
-                                    PACKED=True), 8, 3),
+                                    PACKED=True, NORMS_AHEAD=True, USE_ASM=True), 8, 3),
     (kmeans._assign_operands_kernel, dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=True), 4, 3,
      {"centroids_ptr": "*fp32", "centroids_low_ptr": "*bf16", "sq_norms_ptr": "*fp32"}),
     (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),

@@ -45,16 +45,17 @@ def _tied_centroids(points, num_clusters):
 
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
 def test_assignment_without_bounds_checks_gives_the_same_labels(num_clusters):
-    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids) give the
-    production loop's labels exactly, ties included."""
+    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids), with or
+    without the next tile's norms loaded ahead, give the production loop's labels exactly, ties included."""
     points = _points(2, 200, 128, torch.bfloat16)
     centroids = _tied_centroids(points, num_clusters)
     labels = assign_to_nearest(points, centroids)
     assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
     assert torch.equal(assign_to_nearest(points, centroids, masked=False), labels)
+    assert torch.equal(assign_to_nearest(points, centroids, masked=False, norms_ahead=True), labels)
 
 
-@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("masked", [True, False])  # unmasked: with the norms ahead
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])
 def test_packed_arg_min_keeps_ties_with_the_first_copy_and_production_labels(num_clusters, masked):
     """Column in the low mantissa bits, one integer minimum: exact ties still go to the lower index within a
@@ -62,7 +63,7 @@ def test_packed_arg_min_keeps_ties_with_the_first_copy_and_production_labels(num
     agree to fp32 rounding (here: everywhere but at most 1%)."""
     points = _points(2, 400, 128, torch.bfloat16, seed=3)
     centroids = _tied_centroids(points, num_clusters)
-    packed = assign_to_nearest(points, centroids, masked=masked, packed=True)
+    packed = assign_to_nearest(points, centroids, masked=masked, packed=True, norms_ahead=not masked)
     assert packed.max() < (num_clusters + 1) // 2
     production = assign_to_nearest(points, centroids)
     assert (packed == production).float().mean() >= 0.99

@@ -24,21 +24,27 @@ def _assign_configs():
 
 
 @triton.jit
-def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
-                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
-    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C: ||c||^2 - 2 x.c, which orders a row's
-    centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to rounding),
-    the accumulator starting from the two norms (as many instructions as starting it from ||c||^2 alone).
-    Centroids past num_clusters have norm +inf. MASKED False: no bounds check (the operands are padded to
-    whole tiles: `assign_operands`)."""
+def _tile_norms(norm_base, start, num_clusters, BLOCK_C: tl.constexpr, MASKED: tl.constexpr):
+    """||c||^2 [BLOCK_C] of centroids start .. start + BLOCK_C (+inf past num_clusters)."""
     cols = start + tl.arange(0, BLOCK_C)
     if MASKED:
-        col_ok = cols < num_clusters
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
-        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
+        return tl.load(norm_base + cols, mask=cols < num_clusters, other=float("inf"))
+    return tl.load(norm_base + cols)
+
+
+@triton.jit
+def _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
+                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
+    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C (norms c_sq): ||c||^2 - 2 x.c, which orders
+    a row's centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to
+    rounding), the accumulator starting from the two norms (as many instructions as from ||c||^2 alone).
+    MASKED False: no bounds check (the operands are padded to whole tiles: `assign_operands`)."""
+    cols = start + tl.arange(0, BLOCK_C)
+    if MASKED:
+        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=(cols < num_clusters)[:, None],
+                    other=0.0)
     else:
         c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :])
-        c_sq = tl.load(norm_base + cols)
     if UPCAST:
         c = c.to(tl.float32)
     if PACKED:
@@ -47,17 +53,26 @@ def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims
 
 
 @triton.jit
-def _keep_nearer(distances, best, best_label, first_cluster, BLOCK_C: tl.constexpr, PACKED: tl.constexpr):
+def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: tl.constexpr,
+                 PACKED: tl.constexpr, USE_ASM: tl.constexpr):
     """Fold one centroid tile's distances [BLOCK_N, BLOCK_C] (its first centroid `first_cluster`) into the
     running nearest distance and label per point; the lower index wins a tie.
 
-    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column, so that one integer
-    minimum finds value and column (non-negative floats order like their bits; a rounding-negative distance
-    is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that agree to
-    2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float distance and
-    the reduction carries the index (three instructions per element instead of about one and a half)."""
+    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column (`columns` [BLOCK_C],
+    0 .. BLOCK_C - 1, loaded rather than computed, so that the replacement is one LOP3 per element), and one
+    integer minimum finds value and column (non-negative floats order like their bits; a rounding-negative
+    distance is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that
+    agree to 2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float
+    distance and the reduction carries the index."""
     if PACKED:
-        keys = (distances.to(tl.int32, bitcast=True) & -BLOCK_C) | tl.arange(0, BLOCK_C)[None, :]
+        bits = distances.to(tl.int32, bitcast=True)
+        if USE_ASM:  # one LOP3 (a & b) | c: ptxas makes the and / or two
+            keys = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r",
+                                             [bits, tl.full(bits.shape, -BLOCK_C, tl.int32),
+                                              tl.broadcast_to(columns[None, :], bits.shape)],
+                                             dtype=tl.int32, is_pure=True, pack=1)
+        else:
+            keys = (bits & -BLOCK_C) | columns[None, :]
         tile_key = tl.min(keys, axis=1)
         tile_best = tile_key & -BLOCK_C
         tile_label = tile_key & (BLOCK_C - 1)
@@ -67,14 +82,17 @@ def _keep_nearer(distances, best, best_label, first_cluster, BLOCK_C: tl.constex
     return tl.where(better, tile_best, best), tl.where(better, tile_label + first_cluster, best_label)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED"])
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED", "NORMS_AHEAD"])
 @triton.jit
-def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
+def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, column_ids_ptr, labels_ptr,
                    num_points, num_clusters, padded_clusters, heads, stride_pb, stride_ph, stride_pn,
                    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-                   MASKED: tl.constexpr = True, PACKED: tl.constexpr = False):
+                   MASKED: tl.constexpr = True, PACKED: tl.constexpr = False, NORMS_AHEAD: tl.constexpr = False,
+                   USE_ASM: tl.constexpr = False):
     """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
-    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`)."""
+    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`). NORMS_AHEAD (with
+    MASKED False): the next tile's norms are loaded before this tile's dot and arg-min (wrapping to the first
+    tile after the last), so no tile waits on a global load."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -87,6 +105,7 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
         x = x.to(tl.float32)
     centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
     norm_base = centroid_sq_norms_ptr + problem * padded_clusters
+    columns = tl.load(column_ids_ptr + tl.arange(0, BLOCK_C))
     if PACKED:
         x_float = x.to(tl.float32)
         x_sq = tl.sum(x_float * x_float, axis=1)
@@ -95,11 +114,17 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
         x_sq = tl.zeros([BLOCK_N], tl.float32)
         best = tl.full([BLOCK_N], float("inf"), tl.float32)
     best_label = tl.zeros([BLOCK_N], tl.int32)
+    next_c_sq = _tile_norms(norm_base, 0, num_clusters, BLOCK_C, MASKED)
     # (the centroids come in already scaled by -2, exact in any float format)
     for start in range(0, num_clusters, BLOCK_C):
-        distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
+        if NORMS_AHEAD:
+            c_sq = next_c_sq
+            next_c_sq = _tile_norms(norm_base, (start + BLOCK_C) % padded_clusters, num_clusters, BLOCK_C, MASKED)
+        else:
+            c_sq = _tile_norms(norm_base, start, num_clusters, BLOCK_C, MASKED)
+        distances = _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM,
                                     BLOCK_C, UPCAST, MASKED, PACKED)
-        best, best_label = _keep_nearer(distances, best, best_label, start, BLOCK_C, PACKED)
+        best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C, PACKED, USE_ASM)
     tl.store(labels_ptr + problem * num_points + rows, best_label, mask=row_ok)
 
 
@@ -177,11 +202,22 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
     return centroids_low, sq_norms
 
 
+def _column_ids(device: torch.device) -> torch.Tensor:
+    """0 .. ASSIGN_TILE_MULTIPLE - 1 as int32 on `device` (made once per device)."""
+    found = _COLUMN_IDS.get(device)
+    if found is None:
+        found = _COLUMN_IDS[device] = torch.arange(ASSIGN_TILE_MULTIPLE, dtype=torch.int32, device=device)
+    return found
+
+
+_COLUMN_IDS: dict[torch.device, torch.Tensor] = {}
+
+
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: bool = True,
-                      packed: bool = False) -> torch.Tensor:
+                      packed: bool = False, norms_ahead: bool = False) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
-    centroids: [G, C, D] fp32. masked, packed: the kernel's MASKED and PACKED options (for the lab until
-    timed).
+    centroids: [G, C, D] fp32. masked, packed, norms_ahead: the kernel's MASKED, PACKED and NORMS_AHEAD
+    options (for the lab until timed; norms_ahead needs masked False).
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
@@ -194,9 +230,13 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: boo
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         centroids_low.shape[1], *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
-                         UPCAST=interpreting(), MASKED=masked, PACKED=packed)
+    if norms_ahead and masked:
+        raise ValueError("norms_ahead needs masked=False (the next tile's norms are read without a bounds check)")
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, _column_ids(points.device), labels,
+                         num_points, num_clusters, centroids_low.shape[1], *ProblemStrides.of(points).args(),
+                         HEAD_DIM=head_dim,
+                         UPCAST=interpreting(), MASKED=masked, PACKED=packed, NORMS_AHEAD=norms_ahead,
+                         USE_ASM=not interpreting())
     return labels
 
 
