@@ -31,10 +31,8 @@ from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
 
 VARIANTS = {
     "production": {},
-    "unmasked tiles": dict(masked=False),
-    "unmasked, norms ahead": dict(masked=False, norms_ahead=True),
-    "packed arg-min, unmasked": dict(masked=False, packed=True),
-    "packed arg-min, unmasked, norms ahead": dict(masked=False, packed=True, norms_ahead=True),
+    "index-carrying arg-min, bounds-checked tiles (before run 72)": dict(masked=True, packed=False),
+    "index-carrying arg-min": dict(packed=False),
 }
 
 

@@ -38,10 +38,10 @@ FLOAT_SCALARS = {"top_p", "qk_scale"}
 # (kernel, constexprs, num_warps, num_stages[, pointer types that differ]): the fast path's launches at
 # head_dim 128 and 64.
 KERNELS = [
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64), 8, 3),
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=False), 8, 3),
-    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=False,
-                                    PACKED=True, NORMS_AHEAD=True, USE_ASM=True), 8, 3),
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, USE_ASM=True), 8, 3),
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=128, BLOCK_C=128, USE_ASM=True), 8, 3),
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=True,
+                                    PACKED=False), 8, 3),
     (kmeans._assign_operands_kernel, dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=True), 4, 3,
      {"centroids_ptr": "*fp32", "centroids_low_ptr": "*bf16", "sq_norms_ptr": "*fp32"}),
     (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),

@@ -45,31 +45,30 @@ def _tied_centroids(points, num_clusters):
 
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
 def test_assignment_without_bounds_checks_gives_the_same_labels(num_clusters):
-    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids), with or
-    without the next tile's norms loaded ahead, give the production loop's labels exactly, ties included."""
+    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids) give the
+    bounds-checked loop's labels exactly, ties included, for either arg-min."""
     points = _points(2, 200, 128, torch.bfloat16)
     centroids = _tied_centroids(points, num_clusters)
-    labels = assign_to_nearest(points, centroids)
-    assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
-    assert torch.equal(assign_to_nearest(points, centroids, masked=False), labels)
-    assert torch.equal(assign_to_nearest(points, centroids, masked=False, norms_ahead=True), labels)
+    for packed in (False, True):
+        labels = assign_to_nearest(points, centroids, masked=True, packed=packed)
+        assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
+        assert torch.equal(assign_to_nearest(points, centroids, masked=False, packed=packed), labels)
 
 
-@pytest.mark.parametrize("masked", [True, False])  # unmasked: with the norms ahead
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])
-def test_packed_arg_min_keeps_ties_with_the_first_copy_and_production_labels(num_clusters, masked):
-    """Column in the low mantissa bits, one integer minimum: exact ties still go to the lower index within a
-    tile and to the earlier tile across tiles, and the labels are production's wherever two distances do not
-    agree to fp32 rounding (here: everywhere but at most 1%)."""
+def test_packed_arg_min_keeps_ties_with_the_first_copy_and_the_exact_labels(num_clusters):
+    """The production assignment (column in the low mantissa bits, one integer minimum): exact ties still go
+    to the lower index within a tile and to the earlier tile across tiles, and the labels are those of the
+    index-carrying reduction wherever two distances do not agree to fp32 rounding (here: all but <= 1%)."""
     points = _points(2, 400, 128, torch.bfloat16, seed=3)
     centroids = _tied_centroids(points, num_clusters)
-    packed = assign_to_nearest(points, centroids, masked=masked, packed=True, norms_ahead=not masked)
+    packed = assign_to_nearest(points, centroids)
     assert packed.max() < (num_clusters + 1) // 2
-    production = assign_to_nearest(points, centroids)
-    assert (packed == production).float().mean() >= 0.99
+    exact = assign_to_nearest(points, centroids, masked=True, packed=False)
+    assert (packed == exact).float().mean() >= 0.99
     distances = torch.cdist(points.double(), centroids.double()).square()
     chosen = distances.gather(2, packed.long().unsqueeze(-1)).squeeze(-1)
-    other = distances.gather(2, production.long().unsqueeze(-1)).squeeze(-1)
+    other = distances.gather(2, exact.long().unsqueeze(-1)).squeeze(-1)
     assert torch.all(chosen <= other * (1 + 2 ** -7))  # bf16 dot rounding, as in the test above
 
 

@@ -59,7 +59,7 @@ def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: t
     running nearest distance and label per point; the lower index wins a tie.
 
     PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column (`columns` [BLOCK_C],
-    0 .. BLOCK_C - 1, loaded rather than computed, so that the replacement is one LOP3 per element), and one
+    0 .. BLOCK_C - 1; on the GPU one inline LOP3 per element), and one
     integer minimum finds value and column (non-negative floats order like their bits; a rounding-negative
     distance is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that
     agree to 2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float
@@ -82,17 +82,19 @@ def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: t
     return tl.where(better, tile_best, best), tl.where(better, tile_label + first_cluster, best_label)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED", "NORMS_AHEAD"])
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED"])
 @triton.jit
-def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, column_ids_ptr, labels_ptr,
+def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                    num_points, num_clusters, padded_clusters, heads, stride_pb, stride_ph, stride_pn,
                    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-                   MASKED: tl.constexpr = True, PACKED: tl.constexpr = False, NORMS_AHEAD: tl.constexpr = False,
-                   USE_ASM: tl.constexpr = False):
+                   MASKED: tl.constexpr = False, PACKED: tl.constexpr = True, USE_ASM: tl.constexpr = False):
     """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
-    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`). NORMS_AHEAD (with
-    MASKED False): the next tile's norms are loaded before this tile's dot and arg-min (wrapping to the first
-    tile after the last), so no tile waits on a global load."""
+    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`).
+
+    The arg-min's integer / logic instructions, not the MMA, bound this loop (H200 ncu, BENCHMARKS.md run 70:
+    ALU pipe 64% busy, tensor cores ~47%): the packed arg-min needs ~175 of them per warp and 64-centroid
+    tile where the index-carrying reduction needed ~240 (sm_90 SASS), 1.62 vs 1.82 ms at Wan 14B with 1,000
+    clusters (run 72). Loading the next tile's norms ahead was slower (1.90 / 1.69 ms), not kept."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -105,7 +107,7 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, column_ids_
         x = x.to(tl.float32)
     centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
     norm_base = centroid_sq_norms_ptr + problem * padded_clusters
-    columns = tl.load(column_ids_ptr + tl.arange(0, BLOCK_C))
+    columns = tl.arange(0, BLOCK_C)
     if PACKED:
         x_float = x.to(tl.float32)
         x_sq = tl.sum(x_float * x_float, axis=1)
@@ -114,14 +116,9 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, column_ids_
         x_sq = tl.zeros([BLOCK_N], tl.float32)
         best = tl.full([BLOCK_N], float("inf"), tl.float32)
     best_label = tl.zeros([BLOCK_N], tl.int32)
-    next_c_sq = _tile_norms(norm_base, 0, num_clusters, BLOCK_C, MASKED)
     # (the centroids come in already scaled by -2, exact in any float format)
     for start in range(0, num_clusters, BLOCK_C):
-        if NORMS_AHEAD:
-            c_sq = next_c_sq
-            next_c_sq = _tile_norms(norm_base, (start + BLOCK_C) % padded_clusters, num_clusters, BLOCK_C, MASKED)
-        else:
-            c_sq = _tile_norms(norm_base, start, num_clusters, BLOCK_C, MASKED)
+        c_sq = _tile_norms(norm_base, start, num_clusters, BLOCK_C, MASKED)
         distances = _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM,
                                     BLOCK_C, UPCAST, MASKED, PACKED)
         best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C, PACKED, USE_ASM)
@@ -202,22 +199,13 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
     return centroids_low, sq_norms
 
 
-def _column_ids(device: torch.device) -> torch.Tensor:
-    """0 .. ASSIGN_TILE_MULTIPLE - 1 as int32 on `device` (made once per device)."""
-    found = _COLUMN_IDS.get(device)
-    if found is None:
-        found = _COLUMN_IDS[device] = torch.arange(ASSIGN_TILE_MULTIPLE, dtype=torch.int32, device=device)
-    return found
-
-
-_COLUMN_IDS: dict[torch.device, torch.Tensor] = {}
-
-
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: bool = True,
-                      packed: bool = False, norms_ahead: bool = False) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: bool = False,
+                      packed: bool = True) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
-    centroids: [G, C, D] fp32. masked, packed, norms_ahead: the kernel's MASKED, PACKED and NORMS_AHEAD
-    options (for the lab until timed; norms_ahead needs masked False).
+    centroids: [G, C, D] fp32. masked, packed: the kernel's MASKED and PACKED options; production reads
+    padded tiles without bounds checks and packs the column into the distance (ties within 2^-17 of a
+    distance go to the lower index); packed=False carries the exact index through the reduction (the lab's
+    and the tests' comparison).
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
@@ -230,13 +218,10 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: boo
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    if norms_ahead and masked:
-        raise ValueError("norms_ahead needs masked=False (the next tile's norms are read without a bounds check)")
-    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, _column_ids(points.device), labels,
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels,
                          num_points, num_clusters, centroids_low.shape[1], *ProblemStrides.of(points).args(),
                          HEAD_DIM=head_dim,
-                         UPCAST=interpreting(), MASKED=masked, PACKED=packed, NORMS_AHEAD=norms_ahead,
-                         USE_ASM=not interpreting())
+                         UPCAST=interpreting(), MASKED=masked, PACKED=packed, USE_ASM=not interpreting())
     return labels
 
 
