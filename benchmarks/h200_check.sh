@@ -1,4 +1,4 @@
-# The GPU checks and timings of BENCHMARKS.md sessions 6-7 (one H200, ~8 minutes; run 57 of session 7):
+# The GPU checks and timings of BENCHMARKS.md sessions 6-9 (one H200, ~6 minutes; runs 57, 64, 69, 73):
 #   bash benchmarks/h200_check.sh   (results under $OUT, or /tmp when OUT is unset)
 # Wan 14B with int8 scores (the node's default at this size) at ~15% and ~30% density, with comfy-kitchen's
 # sol_attn when .whl/comfy_kitchen.zip is there; the low-density settings that face sol_attn at tau 4;

@@ -1,6 +1,6 @@
 # Session 8's experiments on one H200 (BENCHMARKS.md, session 8), by run (RUN=61 ...); results under $OUT.
 # Commits: run 61 c742310, 62 d9a05b3, 63 803a3c5, 65 ee0a494 (its variant reverted since), 66 bcd83d0,
-# 67 5adab39. Run 64 was `bash benchmarks/h200_check.sh` at 0caa03e.
+# 67 5adab39, 68 aed8dc9 (session 9). Run 64 was `bash benchmarks/h200_check.sh` at 0caa03e.
 OUT=${OUT:-/tmp}
 A=128x128x8x3-r64x4x2; B=128x128x8x3-r64x4x2-m
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
@@ -58,9 +58,8 @@ if [ "$RUN" = 67 ]; then
 F=128x128x8x3-r64x4x2-m-a; H2=128x128x8x3-r64x4x2x64-m-a; H3=128x128x8x3-r64x4x3x64-m-a
 lab lab_rem64 --skip-kmeans --qk int8 --configs $F $H2 $H3 $F $H2 $H3
 fi
-# Run 68 (not run yet: for the next session): the candidates compiled but not timed in session 8, against the
-# default, alternated, and the k-means assignment with the next tile ahead (its labels against production);
-# GPU tests of the attention and k-means kernels first (they cover -m-a2 and the ahead loop on small tiles).
+# Run 68 (session 9): the candidates compiled but not timed in session 8, against the default, alternated,
+# and the k-means rows of kernel_lab; GPU tests of the attention and k-means kernels first.
 if [ "$RUN" = 68 ]; then
 kernel_tests tests/test_triton_kmeans.py
 F=128x128x8x3-r64x4x2-m-a; F2=128x128x8x3-r64x4x2-m-a2; H3=128x128x8x3-r64x4x3x64-m-a; H32=128x128x8x3-r64x4x3x64-m-a2
