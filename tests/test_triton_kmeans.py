@@ -72,6 +72,13 @@ def test_packed_arg_min_keeps_ties_with_the_first_copy_and_the_exact_labels(num_
     assert torch.all(chosen <= other * (1 + 2 ** -7))  # bf16 dot rounding, as in the test above
 
 
+def test_nan_points_get_labels_in_range():
+    points = _points(1, 100, 64, torch.bfloat16)
+    points[0, :10] = float("nan")
+    labels = assign_to_nearest(points, points[:, 20:90].float())
+    assert labels.min() >= 0 and labels.max() < 70
+
+
 def test_assign_operands_pad_centroids_that_are_never_nearest():
     centroids = torch.randn(3, 70, 64, device=DEVICE)
     centroids_low, sq_norms = assign_operands(centroids, torch.bfloat16)

@@ -122,7 +122,9 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
         distances = _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM,
                                     BLOCK_C, UPCAST, MASKED, PACKED)
         best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C, PACKED, USE_ASM)
-    tl.store(labels_ptr + problem * num_points + rows, best_label, mask=row_ok)
+    # a point whose every distance is NaN (NaN activations) would take a padding centroid (+inf < NaN as bits):
+    # keep its label in range
+    tl.store(labels_ptr + problem * num_points + rows, tl.minimum(best_label, num_clusters - 1), mask=row_ok)
 
 
 @triton.jit
