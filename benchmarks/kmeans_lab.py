@@ -5,7 +5,8 @@
 Structured q and k as the bench makes them (peakedness 4), 300 query and 1,000 key clusters, warm-started
 from a cold 50-iteration k-means. Medians of do_bench:
 - the assignment: production against each `assign_to_nearest` option (labels compared with production's);
-- the label sort with int16 keys (the default where G x C < 65,536) against int32 keys, the centroid update;
+- the label sort with int16 keys (the default where G x C < 65,536) against int32 keys, the centroid update
+  at its production row block and warps and at others;
 - 2 warm iterations of q and of k (`TritonBackend.kmeans`) and both at once as a call runs them
   (`TritonBackend.cluster(overlap=True)`), for production and for each assignment option.
 Nothing here is used by the node; it decides what the production kernels do.
@@ -80,7 +81,12 @@ def main(argv=None):
             report(f"sort {side}, {'int16' if narrow else 'int32'} keys",
                    bench(lambda: kmeans_kernels.sort_by_label(labels, num_clusters, narrow)))
         ordered, offsets = kmeans_kernels.sort_by_label(labels, num_clusters)
-        report(f"update {side}", bench(lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids)))
+        report(f"update {side} (production)",
+               bench(lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids)))
+        # the production sizes were chosen (run 20) while a 64-bit division per member bounded the kernel
+        for block_rows, warps in ((16, 1), (16, 4), (32, 2), (32, 4), (64, 4), (64, 8)):
+            report(f"update {side}, {block_rows} rows x {warps} warps", bench(
+                lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids, block_rows, warps)))
         report(f"assign operands {side}", bench(lambda: kmeans_kernels.assign_operands(centroids, points.dtype)))
 
     for variant, options in VARIANTS.items():
