@@ -24,26 +24,20 @@ def _assign_configs():
 
 
 @triton.jit
-def _tile_norms(norm_base, start, num_clusters, BLOCK_C: tl.constexpr, MASKED: tl.constexpr):
-    """||c||^2 [BLOCK_C] of centroids start .. start + BLOCK_C (+inf past num_clusters)."""
-    cols = start + tl.arange(0, BLOCK_C)
-    if MASKED:
-        return tl.load(norm_base + cols, mask=cols < num_clusters, other=float("inf"))
-    return tl.load(norm_base + cols)
-
-
-@triton.jit
-def _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
+def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
                     BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
-    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C (norms c_sq): ||c||^2 - 2 x.c, which orders
-    a row's centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to
+    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C: ||c||^2 - 2 x.c, which orders a row's
+    centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to
     rounding), the accumulator starting from the two norms (as many instructions as from ||c||^2 alone).
-    MASKED False: no bounds check (the operands are padded to whole tiles: `assign_operands`)."""
+    MASKED: centroids past num_clusters read as 0 with norm +inf; False: no bounds check (the operands are
+    padded to whole tiles with such centroids: `assign_operands`)."""
     cols = start + tl.arange(0, BLOCK_C)
     if MASKED:
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=(cols < num_clusters)[:, None],
-                    other=0.0)
+        col_ok = cols < num_clusters
+        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
+        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
     else:
+        c_sq = tl.load(norm_base + cols)
         c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :])
     if UPCAST:
         c = c.to(tl.float32)
@@ -58,9 +52,9 @@ def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: t
     """Fold one centroid tile's distances [BLOCK_N, BLOCK_C] (its first centroid `first_cluster`) into the
     running nearest distance and label per point; the lower index wins a tie.
 
-    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column (`columns` [BLOCK_C],
-    0 .. BLOCK_C - 1; on the GPU one inline LOP3 per element), and one
-    integer minimum finds value and column (non-negative floats order like their bits; a rounding-negative
+    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column within the tile (`columns`,
+    tl.arange(0, BLOCK_C) made once before the loop; on the GPU one inline LOP3 per element), and one integer
+    minimum finds value and column (non-negative floats order like their bits; a rounding-negative
     distance is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that
     agree to 2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float
     distance and the reduction carries the index."""
@@ -118,8 +112,7 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     best_label = tl.zeros([BLOCK_N], tl.int32)
     # (the centroids come in already scaled by -2, exact in any float format)
     for start in range(0, num_clusters, BLOCK_C):
-        c_sq = _tile_norms(norm_base, start, num_clusters, BLOCK_C, MASKED)
-        distances = _tile_distances(x, x_sq, c_sq, centroid_base, start, num_clusters, dims, HEAD_DIM,
+        distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
                                     BLOCK_C, UPCAST, MASKED, PACKED)
         best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C, PACKED, USE_ASM)
     # a point whose every distance is NaN (NaN activations) would take a padding centroid (+inf < NaN as bits):
@@ -180,9 +173,10 @@ def _assign_operands_kernel(centroids_ptr, centroids_low_ptr, sq_norms_ptr, num_
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         scaled = bits.to(tl.float32, bitcast=True)
     slot = problem * padded_clusters + rows
+    slot_ok = rows < padded_clusters
     tl.store(centroids_low_ptr + slot[:, None] * HEAD_DIM + dims[None, :],
-             scaled.to(centroids_low_ptr.dtype.element_ty), mask=(rows < padded_clusters)[:, None])
-    tl.store(sq_norms_ptr + slot, tl.where(row_ok, tl.sum(c * c, axis=1), float("inf")), mask=rows < padded_clusters)
+             scaled.to(centroids_low_ptr.dtype.element_ty), mask=slot_ok[:, None])
+    tl.store(sq_norms_ptr + slot, tl.where(row_ok, tl.sum(c * c, axis=1), float("inf")), mask=slot_ok)
 
 
 def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,9 +214,8 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: boo
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels,
-                         num_points, num_clusters, centroids_low.shape[1], *ProblemStrides.of(points).args(),
-                         HEAD_DIM=head_dim,
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
+                         centroids_low.shape[1], *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
                          UPCAST=interpreting(), MASKED=masked, PACKED=packed, USE_ASM=not interpreting())
     return labels
 
