@@ -37,6 +37,24 @@ VARIANTS = {
 }
 
 
+def warm_start_inputs(shape: str, q_clusters: int, k_clusters: int, cold_iterations: int = 50):
+    """The bench's structured q and k at a model shape (peakedness 4) as their clustered points [B, H, Nc, D]
+    and the centroids [G, C, D] of a cold k-means of each, the warm start of the timed calls:
+    (q_points, k_points, q_init, k_init)."""
+    batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[shape]
+    q, k, _ = structured_qkv(batch, heads, grid, head_dim, peakedness=4.0, dense_suffix=dense_suffix,
+                             device="cuda")
+    clustered = slice(0, q.shape[2] - dense_suffix)
+    q_points, k_points = q[:, :, clustered], k[:, :, clustered]
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    backend = TritonBackend()
+    q_init = backend.kmeans(q_points, sample_initial_centroids(q_points, q_clusters, generator),
+                            cold_iterations).centroids
+    k_init = backend.kmeans(k_points, sample_initial_centroids(k_points, k_clusters, generator),
+                            cold_iterations).centroids
+    return q_points, k_points, q_init, k_init
+
+
 def bench(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median"))
 
@@ -48,18 +66,10 @@ def main(argv=None):
     parser.add_argument("--cold-iterations", type=int, default=50)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[args.shape]
-    q, k, _ = structured_qkv(batch, heads, grid, head_dim, peakedness=4.0, dense_suffix=dense_suffix,
-                             device="cuda")
-    clustered = slice(0, q.shape[2] - dense_suffix)
-    q_points, k_points = q[:, :, clustered], k[:, :, clustered]
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    backend = TritonBackend()
     q_clusters, k_clusters = args.clusters
-    q_init = backend.kmeans(q_points, sample_initial_centroids(q_points, q_clusters, generator),
-                            args.cold_iterations).centroids
-    k_init = backend.kmeans(k_points, sample_initial_centroids(k_points, k_clusters, generator),
-                            args.cold_iterations).centroids
+    q_points, k_points, q_init, k_init = warm_start_inputs(args.shape, q_clusters, k_clusters, args.cold_iterations)
+    head_dim = q_points.shape[-1]
+    backend = TritonBackend()
     rows = []
 
     def report(name, ms, **extra):

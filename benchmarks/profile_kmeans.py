@@ -17,9 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svg2_core.kmeans import sample_initial_centroids  # noqa: E402
-from svg2_core.synthetic import MODEL_SHAPES, structured_qkv  # noqa: E402
-from svg2_core.triton_backend import TritonBackend  # noqa: E402
+from kmeans_lab import warm_start_inputs  # noqa: E402  (benchmarks/, this script's folder)
+from svg2_core.synthetic import MODEL_SHAPES  # noqa: E402
 from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
 
 
@@ -27,15 +26,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="wan21-14b-720p", choices=sorted(MODEL_SHAPES))
     args = parser.parse_args(argv)
-    batch, heads, grid, head_dim, dense_suffix = MODEL_SHAPES[args.shape]
-    q, k, _ = structured_qkv(batch, heads, grid, head_dim, peakedness=4.0, dense_suffix=dense_suffix,
-                             device="cuda")
-    clustered = slice(0, q.shape[2] - dense_suffix)
-    q_points, k_points = q[:, :, clustered].flatten(0, 1), k[:, :, clustered].flatten(0, 1)
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    backend = TritonBackend()
-    q_centroids = backend.kmeans(q_points, sample_initial_centroids(q_points, 300, generator), 50).centroids
-    k_centroids = backend.kmeans(k_points, sample_initial_centroids(k_points, 1000, generator), 50).centroids
+    q_points, k_points, q_centroids, k_centroids = warm_start_inputs(args.shape, 300, 1000)
     for _ in range(3):  # autotune and warm every kernel outside the profiled range
         q_labels = kmeans_kernels.assign_to_nearest(q_points, q_centroids)
         k_labels = kmeans_kernels.assign_to_nearest(k_points, k_centroids)
