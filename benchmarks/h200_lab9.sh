@@ -12,9 +12,9 @@ ncu -i $OUT/kmeans.ncu-rep --page details > $OUT/kmeans_details.txt 2>&1
 ncu -i $OUT/kmeans.ncu-rep --page source --csv --print-source sass --kernel-name regex:_assign_kernel > $OUT/assign_sass.csv 2>&1
 grep -E "^  [a-z_]|Duration|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" $OUT/kmeans_details.txt
 fi
-# Runs 71, 72 (and 74, not run yet: for the next session, with the update kernel's row block / warps sweep and the
-# NaN-label test on the GPU): the k-means kernels' tests, then the k-means lab (assignment variants, sorts, updates,
-# 2 warm iterations of q and k alone and on two streams).
+# Runs 71, 72 and 74 (session 10: the slots arg-min against run 72's per-tile one, the update kernel's row block /
+# warps sweep, the NaN-label test on the GPU): the k-means kernels' tests, then the k-means lab (assignment
+# variants, sorts, updates, 2 warm iterations of q and k alone and on two streams).
 if [ "$RUN" = 71 ] || [ "$RUN" = 72 ] || [ "$RUN" = 74 ]; then
 python3 -m pytest -q tests/test_triton_kmeans.py tests/test_triton_backend.py > $OUT/gpu_tests.txt 2>&1; tail -2 $OUT/gpu_tests.txt
 python3 benchmarks/kmeans_lab.py --json $OUT/kmeans_lab.json

@@ -31,9 +31,9 @@ from svg2_core.triton_backend import TritonBackend  # noqa: E402
 from svg2_core.triton_kernels import kmeans as kmeans_kernels  # noqa: E402
 
 VARIANTS = {
-    "production": {},
-    "index-carrying arg-min, bounds-checked tiles (before run 72)": dict(masked=True, packed=False),
-    "index-carrying arg-min": dict(packed=False),
+    "production (slots)": {},
+    "per-tile packed arg-min (run 72's production)": dict(argmin="tile"),
+    "index-carrying arg-min": dict(argmin="exact"),
 }
 
 

@@ -20,12 +20,12 @@ def _points(num_problems, num_points, head_dim, dtype, seed=0):
     return points.to(DEVICE, dtype)
 
 
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("argmin", ["slots", "tile", "exact"])
 @pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 128), (torch.float16, 64)])
-def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim, packed):
+def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim, argmin):
     points = _points(2, 200, head_dim, dtype)
     centroids = points[:, :40].float() + 0.1
-    labels = assign_to_nearest(points, centroids, packed=packed)
+    labels = assign_to_nearest(points, centroids, argmin)
     distances = torch.cdist(points.double(), centroids.double()).square()  # [G, N, C]
     chosen = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
     best = distances.min(-1).values
@@ -46,30 +46,51 @@ def _tied_centroids(points, num_clusters):
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
 def test_assignment_without_bounds_checks_gives_the_same_labels(num_clusters):
     """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids) give the
-    bounds-checked loop's labels exactly, ties included, for either arg-min."""
+    bounds-checked loop's labels exactly, ties included, for either arg-min that can check bounds."""
     points = _points(2, 200, 128, torch.bfloat16)
     centroids = _tied_centroids(points, num_clusters)
-    for packed in (False, True):
-        labels = assign_to_nearest(points, centroids, masked=True, packed=packed)
+    for argmin in ("tile", "exact"):
+        labels = assign_to_nearest(points, centroids, argmin, masked=True)
         assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
-        assert torch.equal(assign_to_nearest(points, centroids, masked=False, packed=packed), labels)
+        assert torch.equal(assign_to_nearest(points, centroids, argmin), labels)
 
 
+@pytest.mark.parametrize("argmin", ["slots", "tile"])
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])
-def test_packed_arg_min_keeps_ties_with_the_first_copy_and_the_exact_labels(num_clusters):
-    """The production assignment (column in the low mantissa bits, one integer minimum): exact ties still go
-    to the lower index within a tile and to the earlier tile across tiles, and the labels are those of the
+def test_packed_arg_min_keeps_ties_with_the_first_copy_and_the_exact_labels(num_clusters, argmin):
+    """The packed assignments (a code in the low mantissa bits, integer minimums): exact ties still go to the
+    lower index within a tile and to the earlier tile across tiles, and the labels are those of the
     index-carrying reduction wherever two distances do not agree to fp32 rounding (here: all but <= 1%)."""
     points = _points(2, 400, 128, torch.bfloat16, seed=3)
     centroids = _tied_centroids(points, num_clusters)
-    packed = assign_to_nearest(points, centroids)
+    packed = assign_to_nearest(points, centroids, argmin)
     assert packed.max() < (num_clusters + 1) // 2
-    exact = assign_to_nearest(points, centroids, masked=True, packed=False)
+    exact = assign_to_nearest(points, centroids, "exact", masked=True)
     assert (packed == exact).float().mean() >= 0.99
     distances = torch.cdist(points.double(), centroids.double()).square()
     chosen = distances.gather(2, packed.long().unsqueeze(-1)).squeeze(-1)
     other = distances.gather(2, exact.long().unsqueeze(-1)).squeeze(-1)
     assert torch.all(chosen <= other * (1 + 2 ** -7))  # bf16 dot rounding, as in the test above
+
+
+@pytest.mark.parametrize("num_clusters", [1, 63, 300, 1000])
+def test_slot_codes_name_every_centroid_across_tiles(num_clusters):
+    """Each point a copy of one centroid (a permutation; nothing else near it): the slots decode tile, pair
+    and member back to that centroid's index, in the first, a middle and the last (partly padded) tile."""
+    generator = torch.Generator().manual_seed(num_clusters)
+    centroids = torch.randn(1, num_clusters, 64, generator=generator) * 4
+    order = torch.randperm(num_clusters, generator=generator)[:min(num_clusters, 300)]
+    points = centroids[:, order].to(DEVICE, torch.bfloat16)
+    labels = assign_to_nearest(points, centroids.to(DEVICE))
+    assert torch.equal(labels[0].long().cpu(), order)
+
+
+def test_assignment_rejects_unknown_or_unsupported_options():
+    points = _points(1, 10, 64, torch.bfloat16)
+    with pytest.raises(ValueError, match="argmin='fast'"):
+        assign_to_nearest(points, points.float(), "fast")
+    with pytest.raises(ValueError, match="masked=True"):
+        assign_to_nearest(points, points.float(), "slots", masked=True)
 
 
 def test_nan_points_get_labels_in_range():
@@ -82,7 +103,7 @@ def test_nan_points_get_labels_in_range():
 def test_assign_operands_pad_centroids_that_are_never_nearest():
     centroids = torch.randn(3, 70, 64, device=DEVICE)
     centroids_low, sq_norms = assign_operands(centroids, torch.bfloat16)
-    assert centroids_low.shape == (3, 128, 64) and sq_norms.shape == (3, 128)
+    assert centroids_low.shape == (3, 128, 64) and sq_norms.shape == (3, 128)  # 70 -> two 64-centroid tiles
     assert torch.equal(centroids_low[:, :70], (centroids * -2.0).to(torch.bfloat16))
     assert torch.equal(centroids_low[:, 70:], torch.zeros_like(centroids_low[:, 70:]))
     assert torch.allclose(sq_norms[:, :70], centroids.square().sum(-1), rtol=1e-6)

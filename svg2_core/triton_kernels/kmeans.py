@@ -23,6 +23,19 @@ def _assign_configs():
                                                     (256, 128, 8, 3), (128, 64, 8, 3))]
 
 
+def _configs_that_tile_the_centroids(configs, named_args, **kwargs):
+    """Only centroid tiles that divide the padded centroid count (a multiple of ASSIGN_TILE_MULTIPLE): the
+    kernel reads whole tiles without bounds checks."""
+    return [config for config in configs if named_args["padded_clusters"] % config.kwargs["BLOCK_C"] == 0]
+
+
+# the assignment's arg-min (the kernel's ARGMIN)
+ARGMIN_SLOTS = tl.constexpr(0)  # production: running packed minimum per (row, column pair) over all tiles
+ARGMIN_TILE = tl.constexpr(1)  # column packed per tile, reduced per tile (session 9's production)
+ARGMIN_EXACT = tl.constexpr(2)  # float minimum carrying the index (the tests' and the lab's reference)
+ARGMINS = {"slots": ARGMIN_SLOTS.value, "tile": ARGMIN_TILE.value, "exact": ARGMIN_EXACT.value}
+
+
 @triton.jit
 def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
                     BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
@@ -76,19 +89,53 @@ def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: t
     return tl.where(better, tile_best, best), tl.where(better, tile_label + first_cluster, best_label)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "PACKED"])
+@triton.jit
+def _fold_into_slots(distances, best, keep, tile_index, USE_ASM: tl.constexpr):
+    """Fold one centroid tile's distances [BLOCK_N, BLOCK_C] (>= 0, as bits) into the running minimum per row
+    and column pair, best [BLOCK_N, BLOCK_C // 2] int32: each distance's low mantissa bits (those outside
+    `keep`) replaced by a code, 2 x tile + 0 for the even column of a pair, + 1 for the odd one; the minimum
+    of the three keys keeps the nearer distance and, on a tie, the lower code, which is the lower centroid.
+    On the GPU each pair takes two LOP3 and one three-input VIMNMX3 (written as one asm block: ptxas does not
+    fuse the two minimums of a loop-carried value on its own), and no reduction across threads."""
+    even, odd = tl.split(tl.reshape(distances.to(tl.int32, bitcast=True), [best.shape[0], best.shape[1], 2]))
+    even_code = tl.full(best.shape, 2 * tile_index, tl.int32)
+    if USE_ASM:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b32 e, o, m; lop3.b32 e, $1, $4, $5, 0xEA; lop3.b32 o, $2, $4, $6, 0xEA; "
+            "min.s32 m, e, o; min.s32 $0, m, $3; }", "=r,r,r,r,r,r,r",
+            [even, odd, best, tl.full(best.shape, keep, tl.int32), even_code, even_code + 1],
+            dtype=tl.int32, is_pure=True, pack=1)
+    return tl.minimum(best, tl.minimum((even & keep) | even_code, (odd & keep) | (even_code + 1)))
+
+
+@triton.jit
+def _slot_labels(best, keep, BLOCK_C: tl.constexpr):
+    """best [BLOCK_N, BLOCK_C // 2] from `_fold_into_slots` -> the nearest centroid per row [BLOCK_N] int32,
+    the lower index among slots whose kept bits tie."""
+    code = best & ~keep
+    pairs = tl.arange(0, BLOCK_C // 2)
+    labels = (code >> 1) * BLOCK_C + 2 * pairs[None, :] + (code & 1)
+    keys = ((best & keep).to(tl.int64) << 32) | labels.to(tl.int64)
+    return (tl.min(keys, axis=1) & 0xFFFFFFFF).to(tl.int32)
+
+
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "ARGMIN"],
+                 prune_configs_by={"early_config_prune": _configs_that_tile_the_centroids})
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
-                   num_points, num_clusters, padded_clusters, heads, stride_pb, stride_ph, stride_pn,
+                   num_points, num_clusters, padded_clusters, code_bits, heads, stride_pb, stride_ph, stride_pn,
                    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-                   MASKED: tl.constexpr = False, PACKED: tl.constexpr = True, USE_ASM: tl.constexpr = False):
+                   MASKED: tl.constexpr = False, ARGMIN: tl.constexpr = 0, USE_ASM: tl.constexpr = False):
     """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
-    BLOCK_C-centroid tile in turn (MASKED, PACKED: see `_tile_distances`, `_keep_nearer`).
+    BLOCK_C-centroid tile in turn. ARGMIN: ARGMIN_SLOTS (`_fold_into_slots`: padded operands, no MASKED),
+    ARGMIN_TILE or ARGMIN_EXACT (`_keep_nearer`); MASKED: see `_tile_distances`. code_bits: the low mantissa
+    bits ARGMIN_SLOTS gives the codes, enough for 2 x the number of tiles.
 
-    The arg-min's integer / logic instructions, not the MMA, bound this loop (H200 ncu, BENCHMARKS.md run 70:
-    ALU pipe 64% busy, tensor cores ~47%): the packed arg-min needs ~175 of them per warp and 64-centroid
-    tile where the index-carrying reduction needed ~240 (sm_90 SASS), 1.62 vs 1.82 ms at Wan 14B with 1,000
-    clusters (run 72). Loading the next tile's norms ahead was slower (1.90 / 1.69 ms), not kept."""
+    The arg-min's integer / logic instructions, not the MMA, bounded this loop (H200 ncu, BENCHMARKS.md run 70:
+    ALU pipe 64% busy, tensor cores ~47%). Per warp and 64-centroid tile (sm_90 SASS, 256 x 64 tiles): the
+    index-carrying reduction ~240 of them, the per-tile packed one ~190 (1.82 / 1.62 ms at Wan 14B with 1,000
+    clusters, run 72), the slots ~115: one LOP3 per distance and one VIMNMX3 per pair, the reduction across
+    columns and threads once at the end."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -102,19 +149,30 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
     norm_base = centroid_sq_norms_ptr + problem * padded_clusters
     columns = tl.arange(0, BLOCK_C)
-    if PACKED:
+    if ARGMIN != ARGMIN_EXACT:
         x_float = x.to(tl.float32)
         x_sq = tl.sum(x_float * x_float, axis=1)
-        best = tl.full([BLOCK_N], 0x7FFFFFFF, tl.int32)
     else:
         x_sq = tl.zeros([BLOCK_N], tl.float32)
+    if ARGMIN == ARGMIN_SLOTS:
+        keep = -(1 << code_bits)
+        best_slots = tl.full([BLOCK_N, BLOCK_C // 2], 0x7FFFFFFF, tl.int32)
+    elif ARGMIN == ARGMIN_TILE:
+        best = tl.full([BLOCK_N], 0x7FFFFFFF, tl.int32)
+    else:
         best = tl.full([BLOCK_N], float("inf"), tl.float32)
     best_label = tl.zeros([BLOCK_N], tl.int32)
     # (the centroids come in already scaled by -2, exact in any float format)
     for start in range(0, num_clusters, BLOCK_C):
         distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
-                                    BLOCK_C, UPCAST, MASKED, PACKED)
-        best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C, PACKED, USE_ASM)
+                                    BLOCK_C, UPCAST, MASKED, ARGMIN != ARGMIN_EXACT)
+        if ARGMIN == ARGMIN_SLOTS:
+            best_slots = _fold_into_slots(distances, best_slots, keep, start // BLOCK_C, USE_ASM)
+        else:
+            best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C,
+                                              ARGMIN == ARGMIN_TILE, USE_ASM)
+    if ARGMIN == ARGMIN_SLOTS:
+        best_label = _slot_labels(best_slots, keep, BLOCK_C)
     # a point whose every distance is NaN (NaN activations) would take a padding centroid (+inf < NaN as bits):
     # keep its label in range
     tl.store(labels_ptr + problem * num_points + rows, tl.minimum(best_label, num_clusters - 1), mask=row_ok)
@@ -152,7 +210,7 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
     tl.store(cluster_sizes_ptr + slot, count)
 
 
-ASSIGN_TILE_MULTIPLE = 128  # the largest BLOCK_C of the assign configurations
+ASSIGN_TILE_MULTIPLE = 64  # the smallest BLOCK_C of the assign configurations (larger ones must divide C')
 
 
 @triton.jit
@@ -195,28 +253,36 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
     return centroids_low, sq_norms
 
 
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, masked: bool = False,
-                      packed: bool = True) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str = "slots",
+                      masked: bool = False) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
-    centroids: [G, C, D] fp32. masked, packed: the kernel's MASKED and PACKED options; production reads
-    padded tiles without bounds checks and packs the column into the distance (ties within 2^-17 of a
-    distance go to the lower index); packed=False carries the exact index through the reduction (the lab's
-    and the tests' comparison).
+    centroids: [G, C, D] fp32. argmin: "slots" (production), "tile" or "exact" (the kernel's ARGMIN; "exact"
+    carries the float minimum's index, the lab's and the tests' comparison); the packed ones count
+    distances that agree in all but their low code bits (<= 2^-16 of the value at up to 1,024 clusters) as a
+    tie, which the lower index wins. masked: bounds-checked centroid tiles ("tile" and "exact" only);
+    production reads the operands' padded tiles without checks.
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
     """
+    if argmin not in ARGMINS:
+        raise ValueError(f"argmin={argmin!r} is not one of {sorted(ARGMINS)}")
+    if masked and argmin == "slots":
+        raise ValueError("masked=True needs argmin 'tile' or 'exact': the slots read whole padded tiles")
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
     centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype)
+    padded_clusters = centroids_low.shape[1]
+    # codes 0 .. 2 x tiles - 1 at the smallest tile
+    code_bits = (2 * (padded_clusters // ASSIGN_TILE_MULTIPLE) - 1).bit_length()
     labels = torch.empty(num_problems, num_points, dtype=torch.int32, device=points.device)
 
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
     _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         centroids_low.shape[1], *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
-                         UPCAST=interpreting(), MASKED=masked, PACKED=packed, USE_ASM=not interpreting())
+                         padded_clusters, code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
+                         UPCAST=interpreting(), MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting())
     return labels
 
 
