@@ -4,11 +4,13 @@
 
 Structured q and k as the bench makes them (peakedness 4), 300 query and 1,000 key clusters, warm-started
 from a cold 50-iteration k-means. Medians of do_bench:
-- the assignment: production against each `assign_to_nearest` option (labels compared with production's);
+- the assignment: production against each `assign_to_nearest` option (labels compared with production's),
+  and the slots arg-min at each tile configuration of TILE_SWEEP (BLOCK_N, BLOCK_C, warps, stages);
 - the label sort with int16 keys (the default where G x C < 65,536) against int32 keys, the centroid update
   at its production row block and warps and at others;
 - 2 warm iterations of q and of k (`TritonBackend.kmeans`) and both at once as a call runs them
-  (`TritonBackend.cluster(overlap=True)`), for production and for each assignment option.
+  (`TritonBackend.cluster(overlap=True)`), for production and for each assignment option, and with the
+  second stream (q) or the caller's stream (k) at high priority.
 Nothing here is used by the node; it decides what the production kernels do.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+import triton
 import triton.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +38,10 @@ VARIANTS = {
     "per-tile packed arg-min (run 72's production)": dict(argmin="tile"),
     "index-carrying arg-min": dict(argmin="exact"),
 }
+
+TILE_SWEEP = ((256, 64, 8, 3), (256, 64, 8, 2), (128, 64, 4, 3), (128, 64, 4, 2), (128, 64, 4, 4), (128, 64, 8, 3),
+              (128, 128, 8, 2), (128, 128, 8, 3), (256, 128, 8, 2), (256, 128, 8, 3), (128, 128, 4, 2),
+              (128, 128, 4, 3), (64, 128, 4, 3), (128, 256, 8, 2))
 
 
 def warm_start_inputs(shape: str, q_clusters: int, k_clusters: int, cold_iterations: int = 50):
@@ -86,6 +93,18 @@ def main(argv=None):
             report(f"assign {side}, {variant}", ms, tflops=round(flops / ms / 1e9, 1),
                    same_labels=round(float((found == labels).float().mean()), 6),
                    config=str(kmeans_kernels._assign_kernel.best_config))
+        padded = triton.cdiv(centroids.shape[1], kmeans_kernels.ASSIGN_TILE_MULTIPLE) * kmeans_kernels.ASSIGN_TILE_MULTIPLE
+        for tiles in TILE_SWEEP:
+            if padded % tiles[1]:
+                continue
+            try:
+                found = kmeans_kernels.assign_to_nearest(points, centroids, tiles=tiles)
+                ms = bench(lambda: kmeans_kernels.assign_to_nearest(points, centroids, tiles=tiles))
+            except Exception as error:  # out of shared memory / registers: say so, go on
+                print(f"assign {side}, slots, tiles {tiles}: {type(error).__name__}: {error}", flush=True)
+                continue
+            report(f"assign {side}, slots, tiles {tiles}", ms, tflops=round(flops / ms / 1e9, 1),
+                   same_labels=round(float((found == labels).float().mean()), 6))
         num_clusters = centroids.shape[1]
         for narrow in (True, False):
             report(f"sort {side}, {'int16' if narrow else 'int32'} keys",
@@ -108,6 +127,18 @@ def main(argv=None):
                    bench(lambda: backend.cluster(q_points, q_init, k_points, k_init, 2, overlap=True)))
         finally:
             triton_backend.assign_to_nearest = production_assign
+    device = q_points.device.index or 0
+    normal_side = triton_backend._side_stream(q_points.device)
+    try:
+        triton_backend._SIDE_STREAMS[device] = torch.cuda.Stream(device=device, priority=-1)
+        report("k-means q + k, two streams, q's stream at high priority",
+               bench(lambda: backend.cluster(q_points, q_init, k_points, k_init, 2, overlap=True)))
+        triton_backend._SIDE_STREAMS[device] = normal_side
+        with torch.cuda.stream(torch.cuda.Stream(device=device, priority=-1)):
+            report("k-means q + k, two streams, k's stream at high priority",
+                   bench(lambda: backend.cluster(q_points, q_init, k_points, k_init, 2, overlap=True)))
+    finally:
+        triton_backend._SIDE_STREAMS[device] = normal_side
     if args.json:
         Path(args.json).write_text(json.dumps({"shape": args.shape, "rows": rows}, indent=1))
 

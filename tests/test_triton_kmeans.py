@@ -85,6 +85,17 @@ def test_slot_codes_name_every_centroid_across_tiles(num_clusters):
     assert torch.equal(labels[0].long().cpu(), order)
 
 
+def test_explicit_tiles_give_the_autotuned_labels():
+    """The lab's tile sweep runs the same kernel at other tiles: 128-centroid tiles (fewer codes per slot, more
+    slots) and 32-point tiles name the same centroids; a tile that does not divide the padded count is refused."""
+    points = _points(2, 150, 64, torch.bfloat16, seed=5)
+    centroids = torch.randn(2, 250, 64, device=DEVICE) * 3  # padded to 256: two 128-centroid tiles
+    labels = assign_to_nearest(points, centroids)
+    assert torch.equal(assign_to_nearest(points, centroids, tiles=(32, 128, 4, 1)), labels)
+    with pytest.raises(ValueError, match="BLOCK_C 128 does not divide the 192"):
+        assign_to_nearest(points, centroids[:, :150], tiles=(32, 128, 4, 1))
+
+
 def test_assignment_rejects_unknown_or_unsupported_options():
     points = _points(1, 10, 64, torch.bfloat16)
     with pytest.raises(ValueError, match="argmin='fast'"):

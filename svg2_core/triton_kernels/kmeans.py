@@ -254,13 +254,14 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.
 
 
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str = "slots",
-                      masked: bool = False) -> torch.Tensor:
+                      masked: bool = False, tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32. argmin: "slots" (production), "tile" or "exact" (the kernel's ARGMIN; "exact"
     carries the float minimum's index, the lab's and the tests' comparison); the packed ones count
     distances that agree in all but their low code bits (<= 2^-16 of the value at up to 1,024 clusters) as a
     tie, which the lower index wins. masked: bounds-checked centroid tiles ("tile" and "exact" only);
-    production reads the operands' padded tiles without checks.
+    production reads the operands' padded tiles without checks. tiles: (BLOCK_N, BLOCK_C, warps, stages)
+    instead of the autotuned configuration (the lab's sweep; BLOCK_C must divide C rounded up to 64).
 
     Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
     Returns labels [G, N] int32.
@@ -280,9 +281,17 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                         padded_clusters, code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
-                         UPCAST=interpreting(), MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting())
+    kernel, launch_options = _assign_kernel, {}
+    if tiles is not None:
+        block_n, block_c, warps, stages = tiles
+        if padded_clusters % block_c:
+            raise ValueError(f"tiles={tiles}: BLOCK_C {block_c} does not divide the {padded_clusters} padded centroids")
+        kernel = _assign_kernel.fn
+        launch_options = dict(BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps, num_stages=stages)
+    kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
+                 padded_clusters, code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
+                 UPCAST=interpreting(), MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting(),
+                 **launch_options)
     return labels
 
 
