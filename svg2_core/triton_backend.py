@@ -18,7 +18,8 @@ from .kmeans import KMeansResult
 from .problems import as_problems, flat_problems, problem_rows
 from .triton_kernels import interpreting
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
-from .triton_kernels.kmeans import assign_to_nearest, sort_by_label, update_centroids
+from .triton_kernels.kmeans import (assign_to_nearest, fp8_dot_supported, fp8_frame, points_to_fp8, sort_by_label,
+                                    update_centroids)
 from .triton_kernels.permute import gather_key_values
 from .triton_kernels.plan import LABEL_SORT_ATTRIBUTE, AttentionLaunch, build_launch
 from .triton_kernels.selection import MAX_KEY_CLUSTERS, top_p_mask
@@ -52,12 +53,14 @@ def _tensors_of(clusters: KMeansResult) -> list[torch.Tensor]:
 
 
 class TritonBackend:
-    """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles."""
+    """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles;
+    `kmeans_fp8` the k-means assignment's dot (None: fp8 where `fp8_dot_supported`, else the points' dtype)."""
 
     name = "triton"
 
-    def __init__(self, attention_config: AttentionConfig | None = None):
+    def __init__(self, attention_config: AttentionConfig | None = None, kmeans_fp8: bool | None = None):
         self.attention_config = attention_config
+        self.kmeans_fp8 = kmeans_fp8
 
     def unsupported_reason(self, q: torch.Tensor) -> str | None:
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
@@ -74,12 +77,21 @@ class TritonBackend:
         return None
 
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
-        """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]; `iterations` Lloyd steps."""
+        """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]; `iterations` Lloyd steps.
+
+        With fp8 (`kmeans_fp8`), the assignments read an fp8 copy of the points made once here, centered and
+        scaled by the initial centroids' `fp8_frame` (H200, Wan 14B: BENCHMARKS.md session 10); the centroid
+        means are always taken over the points themselves, in fp32."""
         points = as_problems(points)
         centroids = init_centroids.float().contiguous()
         num_clusters = centroids.shape[1]
+        fp8 = self.kmeans_fp8 if self.kmeans_fp8 is not None else fp8_dot_supported(points.device)
+        assign_points, frame = points, None
+        if fp8 and iterations > 0:
+            frame = fp8_frame(centroids)
+            assign_points = points_to_fp8(points, frame)
         for _ in range(iterations):
-            labels = assign_to_nearest(points, centroids)
+            labels = assign_to_nearest(assign_points, centroids, frame=frame)
             sorted_points, cluster_offsets = sort_by_label(labels, num_clusters)
             centroids, cluster_sizes = update_centroids(points, sorted_points, cluster_offsets, centroids)
         if iterations > 0:

@@ -27,25 +27,34 @@ from svg2_core.triton_kernels import attention, kmeans, permute, plan, quantize,
 # int32 except the float ones listed.
 POINTER_TYPES = {
     "points_ptr": "*bf16", "centroids_ptr": "*bf16", "centroid_sq_norms_ptr": "*fp32", "old_centroids_ptr": "*fp32",
+    "means_ptr": "*fp32",
     "probabilities_ptr": "*fp32", "mask_ptr": "*i1", "block_mask_ptr": "*u8", "kv_tile_starts_ptr": "*i64",
     "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16", "k_out_ptr": "*bf16",
     "v_out_ptr": "*bf16", "k_scale_ptr": "*fp32", "sums_ptr": "*fp32", "maxs_ptr": "*fp32", "mins_ptr": "*fp32",
     "mean_ptr": "*fp32", "multiplier_ptr": "*fp32", "codes_ptr": "*i8", "scales_ptr": "*fp32", "q_scale_ptr": "*fp32",
 }
 INT8_CODES = {"q_ptr": "*i8", "k_ptr": "*i8"}
+FP8_OPERANDS = {"points_ptr": "*fp8e4nv", "centroids_ptr": "*fp8e4nv"}  # fp8 launches: sm_90 only (fp8 dots: sm_89)
 FLOAT_SCALARS = {"top_p", "qk_scale"}
 
 # (kernel, constexprs, num_warps, num_stages[, pointer types that differ]): the fast path's launches at
 # head_dim 128 and 64.
 KERNELS = [
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, USE_ASM=True), 8, 3,
+     FP8_OPERANDS),
+    (kmeans._assign_kernel.fn, dict(HEAD_DIM=64, UPCAST=False, BLOCK_N=128, BLOCK_C=128, USE_ASM=True), 8, 3,
+     FP8_OPERANDS),
+    (kmeans._fp8_points_kernel, dict(HEAD_DIM=128, BLOCK_R=32, ROUND_BY_HAND=False), 4, 3, {"out_ptr": "*fp8e4nv"}),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, USE_ASM=True), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=128, BLOCK_C=128, USE_ASM=True), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, MASKED=True,
                                     ARGMIN=kmeans.ARGMINS["exact"]), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, USE_ASM=True,
                                     ARGMIN=kmeans.ARGMINS["tile"]), 8, 3),
-    (kmeans._assign_operands_kernel, dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=True), 4, 3,
+    (kmeans._assign_operands_kernel, dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=True, FP8=False), 4, 3,
      {"centroids_ptr": "*fp32", "centroids_low_ptr": "*bf16", "sq_norms_ptr": "*fp32"}),
+    (kmeans._assign_operands_kernel, dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=False, FP8=True), 4, 3,
+     {"centroids_ptr": "*fp32", "centroids_low_ptr": "*fp8e4nv", "sq_norms_ptr": "*fp32"}),
     (kmeans._update_kernel, dict(HEAD_DIM=128, BLOCK_R=16), 2, 3),
     (selection._top_p_kernel, dict(BLOCK_K=1024), 1, 3),
     (plan._kv_plan_kernel, dict(BLOCK_N=128, WORDS=2, CHUNK=1024), 4, 3),
@@ -132,6 +141,8 @@ def main() -> int:
     failures = 0
     for capability in (90, 80):
         for kernel, constexprs, warps, stages, *pointer_types in KERNELS:
+            if capability < 89 and any("fp8" in kind for types in pointer_types for kind in types.values()):
+                continue
             label = f"sm_{capability} {kernel.__name__} {constexprs}"
             try:
                 shared = compile_launch(kernel, constexprs, warps, stages, capability, *pointer_types)

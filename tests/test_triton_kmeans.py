@@ -8,7 +8,8 @@ from triton_helpers import DEVICE
 from svg2_core.kmeans import kmeans_objective, kmeans_torch
 from svg2_core.kmeans import update_centroids as update_centroids_torch
 from svg2_core.triton_backend import TritonBackend
-from svg2_core.triton_kernels.kmeans import assign_operands, assign_to_nearest, sort_by_label, update_centroids
+from svg2_core.triton_kernels.kmeans import (FP8_CENTROID_RANGE, Fp8Frame, assign_operands, assign_to_nearest,
+                                            fp8_frame, points_to_fp8, sort_by_label, update_centroids)
 
 
 def _points(num_problems, num_points, head_dim, dtype, seed=0):
@@ -98,6 +99,12 @@ def test_explicit_tiles_give_the_autotuned_labels():
 
 def test_assignment_rejects_unknown_or_unsupported_options():
     points = _points(1, 10, 64, torch.bfloat16)
+    frame = fp8_frame(points.float())
+    fp8_points = points_to_fp8(points, frame)
+    with pytest.raises(ValueError, match="float8 points need their Fp8Frame"):
+        assign_to_nearest(fp8_points, points.float())
+    with pytest.raises(ValueError, match="argmin='exact'"):
+        assign_to_nearest(fp8_points, points.float(), "exact", frame=frame)
     with pytest.raises(ValueError, match="argmin='fast'"):
         assign_to_nearest(points, points.float(), "fast")
     with pytest.raises(ValueError, match="masked=True"):
@@ -117,8 +124,75 @@ def test_assign_operands_pad_centroids_that_are_never_nearest():
     assert centroids_low.shape == (3, 128, 64) and sq_norms.shape == (3, 128)  # 70 -> two 64-centroid tiles
     assert torch.equal(centroids_low[:, :70], (centroids * -2.0).to(torch.bfloat16))
     assert torch.equal(centroids_low[:, 70:], torch.zeros_like(centroids_low[:, 70:]))
-    assert torch.allclose(sq_norms[:, :70], centroids.square().sum(-1), rtol=1e-6)
+    # the norms of the rounded centroids: the distance between the kernel's two rounded operands
+    rounded = (centroids * -2.0).to(torch.bfloat16).float() / -2.0
+    assert torch.allclose(sq_norms[:, :70], rounded.square().sum(-1), rtol=1e-6)
     assert torch.all(sq_norms[:, 70:] == float("inf"))
+
+
+def test_fp8_frame_centers_and_scales_by_powers_of_two_that_fit_the_centroids():
+    offsets = torch.tensor([0.0, 40.0, -3.0, 7.0], device=DEVICE)[:, None, None]
+    spreads = torch.tensor([1e-3, 1.0, 37.0, 0.0], device=DEVICE)[:, None, None]
+    centroids = torch.randn(4, 30, 64, device=DEVICE) * spreads + offsets
+    frame = fp8_frame(centroids)
+    assert torch.allclose(frame.means, centroids.mean(1))
+    assert torch.equal(frame.scales.log2(), frame.scales.log2().round()) and frame.scales[3] == 1.0
+    largest = (centroids[:3] - frame.means[:3, None]).abs().amax(dim=(1, 2)) / frame.scales[:3]
+    assert torch.all(largest > FP8_CENTROID_RANGE / 2) and torch.all(largest <= FP8_CENTROID_RANGE)
+
+
+def _e4m3(values):
+    return values.clamp(-448, 448).to(torch.float8_e4m3fn)
+
+
+def test_fp8_operands_are_centered_scaled_and_rounded_to_nearest_even():
+    """points_to_fp8 (strided [B, H, N, D] points) and the fp8 centroid operands against torch's own
+    float8_e4m3fn casts (round to nearest even); a coordinate past 448 x scale saturates instead of becoming
+    NaN; the norms are those of the rounded centroids."""
+    activations = _points(1, 70, 2 * 64, torch.bfloat16).view(1, 70, 2, 64) * 9
+    activations[0, 3, 1, 5] = 1e4
+    points = activations.transpose(1, 2)  # [1, 2, 70, 64]
+    frame = Fp8Frame(torch.randn(2, 64, device=DEVICE), torch.tensor([0.5, 4.0], device=DEVICE))
+    found = points_to_fp8(points, frame)
+    expected = _e4m3((points.reshape(2, 70, 64).float() - frame.means[:, None]) / frame.scales[:, None, None])
+    assert found.dtype == torch.float8_e4m3fn and torch.equal(found.float(), expected.float())
+    assert found[1, 3, 5].float() == 448.0
+    centroids = torch.randn(2, 70, 64, device=DEVICE) * 20 + 5
+    centroid_frame = fp8_frame(centroids)
+    centroids_low, sq_norms = assign_operands(centroids, torch.float8_e4m3fn, centroid_frame)
+    expected_low = _e4m3((centroids - centroid_frame.means[:, None]) * -2.0 / centroid_frame.scales[:, None, None])
+    assert torch.equal(centroids_low[:, :70].float(), expected_low.float())
+    assert torch.allclose(sq_norms[:, :70], expected_low.float().square().sum(-1) / 4, rtol=1e-6)
+    assert torch.all(sq_norms[:, 70:] == float("inf"))
+    with pytest.raises(ValueError, match="Fp8Frame"):
+        assign_operands(centroids, torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("argmin", ["slots", "tile"])
+def test_fp8_assignment_is_the_nearest_of_the_rounded_operands(argmin):
+    """fp8 points and centroids: the labels are the nearest centroids of the rounded operands (float64
+    distances between the fp8 values; fp32 accumulation may flip only near-ties), exact ties go to the first
+    copy, and where they differ from the unrounded nearest, the chosen centroid is nearly as near: by the
+    triangle inequality, its distance exceeds the nearest's by at most twice the rounding moves of the point
+    and of the farthest-moved centroid."""
+    points = _points(2, 300, 128, torch.bfloat16, seed=7) + 4.0  # a shared offset, which the frame removes
+    centroids = _tied_centroids(points, 120)
+    frame = fp8_frame(centroids)
+    points8 = points_to_fp8(points, frame)
+    labels = assign_to_nearest(points8, centroids, argmin, frame=frame)
+    assert labels.max() < 60
+    c8 = _e4m3((centroids - frame.means[:, None]) / frame.scales[:, None, None] * -2.0).double() / -2.0
+    rounded = torch.cdist(points8.double(), c8).square()
+    chosen = rounded.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
+    assert torch.all(chosen - rounded.min(-1).values <= 1e-5 * rounded.max())
+    scales = frame.scales[:, None, None].double()
+    point_moves = (points8.double() * scales + frame.means[:, None].double() - points.double()).norm(dim=-1)
+    centroid_moves = (c8 * scales + frame.means[:, None].double() - centroids.double()).norm(dim=-1)
+    distances = torch.cdist(points.double(), centroids.double())
+    exact_chosen = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
+    slack = 2 * (point_moves + centroid_moves.max(-1, keepdim=True).values)
+    assert torch.all(exact_chosen <= distances.min(-1).values + slack + 1e-6)
+    assert (labels.long() == distances.argmin(-1)).float().mean() > 0.9
 
 
 def test_update_reads_members_of_batched_strided_points():

@@ -6,6 +6,8 @@ contiguous); centroids: [G, C, D] fp32, labels: [G, N] int32.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -34,6 +36,18 @@ ARGMIN_SLOTS = tl.constexpr(0)  # production: running packed minimum per (row, c
 ARGMIN_TILE = tl.constexpr(1)  # column packed per tile, reduced per tile (session 9's production)
 ARGMIN_EXACT = tl.constexpr(2)  # float minimum carrying the index (the tests' and the lab's reference)
 ARGMINS = {"slots": ARGMIN_SLOTS.value, "tile": ARGMIN_TILE.value, "exact": ARGMIN_EXACT.value}
+
+
+@triton.jit
+def _round_to_e4m3(values):
+    """fp32 -> the nearest float8 e4m3 value (round to nearest even, saturating at +-448), still fp32. The GPU's
+    cast does this; the interpreter's loses the carry when rounding up reaches the next power of two (7.98 ->
+    4), so its kernels round by hand and cast exact values."""
+    values = tl.minimum(tl.maximum(values, -448.0), 448.0)
+    bits = values.to(tl.uint32, bitcast=True)
+    normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & 0xFFF00000).to(tl.float32, bitcast=True)
+    subnormal = (values + 24576.0) - 24576.0  # fp32 addition rounds to multiples of 2^-9, e4m3's subnormal step
+    return tl.where(tl.abs(values) < 0.015625, subnormal, normal)
 
 
 @triton.jit
@@ -129,7 +143,9 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
     BLOCK_C-centroid tile in turn. ARGMIN: ARGMIN_SLOTS (`_fold_into_slots`: padded operands, no MASKED),
     ARGMIN_TILE or ARGMIN_EXACT (`_keep_nearer`); MASKED: see `_tile_distances`. code_bits: the low mantissa
-    bits ARGMIN_SLOTS gives the codes, enough for 2 x the number of tiles.
+    bits ARGMIN_SLOTS gives the codes, enough for 2 x the number of tiles. Points and centroids in bf16 / fp16,
+    or both in fp8 e4m3 (`points_to_fp8`, `assign_operands`: twice the tensor-core rate, half the shared-memory
+    and L2 bytes), divided by one scale per problem: the distances come out divided by its square.
 
     The arg-min's integer / logic instructions, not the MMA, bounded this loop (H200 ncu, BENCHMARKS.md run 70:
     ALU pipe 64% busy, tensor cores ~47%). Per warp and 64-centroid tile (sm_90 SASS, 256 x 64 tiles): the
@@ -144,8 +160,6 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     problem_base = (problem // heads) * stride_pb + (problem % heads) * stride_ph
     x = tl.load(points_ptr + problem_base + rows[:, None].to(tl.int64) * stride_pn + dims[None, :],
                 mask=row_ok[:, None], other=0.0)
-    if UPCAST:
-        x = x.to(tl.float32)
     centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
     norm_base = centroid_sq_norms_ptr + problem * padded_clusters
     columns = tl.arange(0, BLOCK_C)
@@ -154,6 +168,8 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
         x_sq = tl.sum(x_float * x_float, axis=1)
     else:
         x_sq = tl.zeros([BLOCK_N], tl.float32)
+    if UPCAST:
+        x = x.to(tl.float32)
     if ARGMIN == ARGMIN_SLOTS:
         keep = -(1 << code_bits)
         best_slots = tl.full([BLOCK_N, BLOCK_C // 2], 0x7FFFFFFF, tl.int32)
@@ -214,47 +230,123 @@ ASSIGN_TILE_MULTIPLE = 64  # the smallest BLOCK_C of the assign configurations (
 
 
 @triton.jit
-def _assign_operands_kernel(centroids_ptr, centroids_low_ptr, sq_norms_ptr, num_clusters, padded_clusters,
-                            HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, ROUND_TO_BF16: tl.constexpr):
-    """centroids [G, C, D] fp32 -> centroids_low [G, C', D] (-2 c in the points' dtype, zero rows past C) and
-    sq_norms [G, C'] fp32 (+inf past C)."""
+def _assign_operands_kernel(centroids_ptr, means_ptr, scales_ptr, centroids_low_ptr, sq_norms_ptr, num_clusters,
+                            padded_clusters, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+                            ROUND_TO_BF16: tl.constexpr, FP8: tl.constexpr):
+    """centroids [G, C, D] fp32 -> centroids_low [G, C', D] (-2 c rounded to the low dtype, zero rows past C)
+    and sq_norms [G, C'] fp32, the squared norms of the rounded centroids (so that the assign kernel's
+    distance is exactly that between its rounded operands, >= 0 up to fp32 rounding; +inf past C). FP8:
+    (c - means[g]) / scales[g] first, rounded to e4m3."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     problem = tl.program_id(1).to(tl.int64)
     dims = tl.arange(0, HEAD_DIM)
     row_ok = rows < num_clusters
     c = tl.load(centroids_ptr + (problem * num_clusters + rows)[:, None] * HEAD_DIM + dims[None, :],
                 mask=row_ok[:, None], other=0.0)
-    scaled = c * -2.0
-    if ROUND_TO_BF16:
-        # round to nearest even by hand: the interpreter's fp32 -> bf16 cast truncates, the GPU's rounds
-        bits = scaled.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        scaled = bits.to(tl.float32, bitcast=True)
+    if FP8:
+        c = (c - tl.load(means_ptr + problem * HEAD_DIM + dims)[None, :]) / tl.load(scales_ptr + problem)
+    low = c * -2.0
+    # round by hand: the interpreter's fp32 -> bf16 cast truncates and its fp8 cast drops carries; the GPU's
+    # casts round to nearest even like these
+    if FP8:
+        low = _round_to_e4m3(low)
+    elif ROUND_TO_BF16:
+        bits = low.to(tl.uint32, bitcast=True)
+        low = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+    else:
+        low = low.to(centroids_low_ptr.dtype.element_ty).to(tl.float32)
     slot = problem * padded_clusters + rows
     slot_ok = rows < padded_clusters
     tl.store(centroids_low_ptr + slot[:, None] * HEAD_DIM + dims[None, :],
-             scaled.to(centroids_low_ptr.dtype.element_ty), mask=slot_ok[:, None])
-    tl.store(sq_norms_ptr + slot, tl.where(row_ok, tl.sum(c * c, axis=1), float("inf")), mask=slot_ok)
+             low.to(centroids_low_ptr.dtype.element_ty), mask=slot_ok[:, None])
+    tl.store(sq_norms_ptr + slot, tl.where(row_ok, tl.sum(low * low, axis=1) * 0.25, float("inf")), mask=slot_ok)
 
 
-def assign_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+class Fp8Frame(NamedTuple):
+    """Where the fp8 assignment's operands live: (x - means[g]) / scales[g]. means [G, D] fp32 (distances do
+    not change under a shift, and a coordinate shared by all points would otherwise take most of e4m3's 3
+    mantissa bits); scales [G] fp32, powers of two."""
+    means: torch.Tensor
+    scales: torch.Tensor
+
+
+# the largest centered centroid coordinate over its problem's scale lies in (28, 56]: -2c stays within e4m3's 448,
+# and points up to 8x that far from the mean are in range (farther coordinates saturate: such a coordinate
+# moves every distance of its point alike)
+FP8_CENTROID_RANGE = 56.0
+
+
+def fp8_frame(centroids: torch.Tensor) -> Fp8Frame:
+    """centroids [G, C, D] -> their mean per problem and the power-of-two scale 2^ceil(log2(max |c - mean| /
+    FP8_CENTROID_RANGE)) (1 where all centroids are equal)."""
+    means = centroids.mean(dim=1)
+    largest = (centroids - means[:, None]).abs().amax(dim=(1, 2))
+    scales = torch.where(largest > 0, torch.exp2(torch.ceil(torch.log2(largest / FP8_CENTROID_RANGE))), 1.0)
+    return Fp8Frame(means.contiguous(), scales)
+
+
+@triton.jit
+def _fp8_points_kernel(points_ptr, means_ptr, scales_ptr, out_ptr, num_points, heads, stride_pb, stride_ph,
+                       stride_pn, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, ROUND_BY_HAND: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    problem = tl.program_id(1).to(tl.int64)
+    dims = tl.arange(0, HEAD_DIM)
+    row_ok = rows < num_points
+    x = tl.load(points_ptr + (problem // heads) * stride_pb + (problem % heads) * stride_ph
+                + rows[:, None].to(tl.int64) * stride_pn + dims[None, :], mask=row_ok[:, None], other=0.0)
+    centered = (x.to(tl.float32) - tl.load(means_ptr + problem * HEAD_DIM + dims)[None, :]) / tl.load(
+        scales_ptr + problem)
+    if ROUND_BY_HAND:
+        centered = _round_to_e4m3(centered)
+    tl.store(out_ptr + (problem * num_points + rows)[:, None] * HEAD_DIM + dims[None, :],
+             centered.to(tl.float8e4nv), mask=row_ok[:, None])
+
+
+def points_to_fp8(points: torch.Tensor, frame: Fp8Frame) -> torch.Tensor:
+    """points [G, N, D] or [B, H, N, D] (last dim contiguous, read in place) -> (points - means) / scales as
+    [G, N, D] float8_e4m3fn (round to nearest even, saturating): the fp8 assignment's operand, made once per
+    k-means."""
+    num_problems, num_points, head_dim = problem_rows(points)
+    out = torch.empty(num_problems, num_points, head_dim, dtype=torch.float8_e4m3fn, device=points.device)
+    block_rows = 32
+    _fp8_points_kernel[(triton.cdiv(num_points, block_rows), num_problems)](
+        points, frame.means, frame.scales, out, num_points, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
+        BLOCK_R=block_rows, ROUND_BY_HAND=interpreting(), num_warps=4)
+    return out
+
+
+def assign_operands(centroids: torch.Tensor, dtype: torch.dtype, frame: Fp8Frame | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """What an assign kernel streams, from centroids [G, C, D] fp32 in one launch: the centroids scaled by -2
-    (exact) in the points' dtype [G, C', D] and their squared norms [G, C'] fp32, so that ||c||^2 - 2 x.c
-    orders centroids like the distance. C' is C rounded up to ASSIGN_TILE_MULTIPLE: zero centroids with norm
-    +inf, never nearest, so the kernel's centroid tiles need no bounds check."""
+    (exact) and rounded to `dtype`, [G, C', D], and the squared norms of the rounded centroids [G, C'] fp32, so
+    that ||c||^2 - 2 x.c orders centroids like the distance. C' is C rounded up to ASSIGN_TILE_MULTIPLE: zero
+    centroids with norm +inf, never nearest, so the kernel's centroid tiles need no bounds check.
+    dtype float8_e4m3fn takes the points' `frame`: the centroids shifted and scaled like them."""
     num_problems, num_clusters, head_dim = centroids.shape
+    fp8 = dtype == torch.float8_e4m3fn
+    if fp8 and frame is None:
+        raise ValueError("fp8 centroid operands need the points' Fp8Frame")
     padded = triton.cdiv(num_clusters, ASSIGN_TILE_MULTIPLE) * ASSIGN_TILE_MULTIPLE
     centroids_low = torch.empty(num_problems, padded, head_dim, dtype=dtype, device=centroids.device)
     sq_norms = torch.empty(num_problems, padded, dtype=torch.float32, device=centroids.device)
     block_rows = 16
     _assign_operands_kernel[(triton.cdiv(padded, block_rows), num_problems)](
-        centroids.contiguous(), centroids_low, sq_norms, num_clusters, padded, HEAD_DIM=head_dim,
-        BLOCK_R=block_rows, ROUND_TO_BF16=dtype == torch.bfloat16, num_warps=4)
+        centroids.contiguous(), frame.means if fp8 else sq_norms, frame.scales if fp8 else sq_norms,
+        centroids_low, sq_norms, num_clusters, padded, HEAD_DIM=head_dim, BLOCK_R=block_rows,
+        ROUND_TO_BF16=dtype == torch.bfloat16, FP8=fp8, num_warps=4)
     return centroids_low, sq_norms
 
 
+def fp8_dot_supported(device: torch.device) -> bool:
+    """float8 e4m3 tensor-core dots: Ada / Hopper and newer (compute capability 8.9), and the interpreter."""
+    if device.type != "cuda":
+        return interpreting()
+    return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str = "slots",
-                      masked: bool = False, tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                      masked: bool = False, tiles: tuple[int, int, int, int] | None = None,
+                      frame: Fp8Frame | None = None) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32. argmin: "slots" (production), "tile" or "exact" (the kernel's ARGMIN; "exact"
     carries the float minimum's index, the lab's and the tests' comparison); the packed ones count
@@ -263,16 +355,23 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str
     production reads the operands' padded tiles without checks. tiles: (BLOCK_N, BLOCK_C, warps, stages)
     instead of the autotuned configuration (the lab's sweep; BLOCK_C must divide C rounded up to 64).
 
-    Distances use a tensor-core dot in the points' dtype (centroids rounded to it), fp32 accumulation.
+    Distances use a tensor-core dot with fp32 accumulation in the points' dtype, the centroids rounded to it.
+    float8_e4m3fn points (`points_to_fp8(points, frame)`, packed arg-mins only) take their `frame`: 3 mantissa
+    bits per centered coordinate, so labels change only where two centroids are nearly as near (structured
+    Wan 14B q / k: BENCHMARKS.md session 10).
     Returns labels [G, N] int32.
     """
     if argmin not in ARGMINS:
         raise ValueError(f"argmin={argmin!r} is not one of {sorted(ARGMINS)}")
     if masked and argmin == "slots":
         raise ValueError("masked=True needs argmin 'tile' or 'exact': the slots read whole padded tiles")
+    fp8 = points.dtype == torch.float8_e4m3fn
+    if fp8 and (frame is None or argmin == "exact"):
+        raise ValueError("float8 points need their Fp8Frame and a packed arg-min ('slots' or 'tile'), got "
+                         f"frame={'given' if frame is not None else None}, argmin={argmin!r}")
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
-    centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype)
+    centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype, frame if fp8 else None)
     padded_clusters = centroids_low.shape[1]
     # codes 0 .. 2 x tiles - 1 at the smallest tile
     code_bits = (2 * (padded_clusters // ASSIGN_TILE_MULTIPLE) - 1).bit_length()
@@ -288,10 +387,9 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str
             raise ValueError(f"tiles={tiles}: BLOCK_C {block_c} does not divide the {padded_clusters} padded centroids")
         kernel = _assign_kernel.fn
         launch_options = dict(BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps, num_stages=stages)
-    kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
-                 padded_clusters, code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
-                 UPCAST=interpreting(), MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting(),
-                 **launch_options)
+    kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters, padded_clusters,
+                 code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(),
+                 MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting(), **launch_options)
     return labels
 
 
