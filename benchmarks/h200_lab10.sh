@@ -9,7 +9,8 @@ python3 benchmarks/kmeans_lab.py --json $OUT/kmeans_lab.json
 fi
 # Run 76: fp8 assignment operands (centered, power-of-two scale per problem): the k-means tests on the GPU, then the
 # lab (fp8 against bf16: time, label agreement, objective; the fp8 tile sweep; k-means with either).
-if [ "$RUN" = 76 ]; then
+# Run 77: the same after the fp8 fixes (norms added after the dot, the frame in one kernel).
+if [ "$RUN" = 76 ] || [ "$RUN" = 77 ]; then
 python3 -m pytest -q tests/test_triton_kmeans.py tests/test_triton_backend.py > $OUT/gpu_tests.txt 2>&1; tail -3 $OUT/gpu_tests.txt
 python3 benchmarks/kmeans_lab.py --json $OUT/kmeans_lab.json
 fi

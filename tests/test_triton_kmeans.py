@@ -171,7 +171,7 @@ def test_fp8_operands_are_centered_scaled_and_rounded_to_nearest_even():
 @pytest.mark.parametrize("argmin", ["slots", "tile"])
 def test_fp8_assignment_is_the_nearest_of_the_rounded_operands(argmin):
     """fp8 points and centroids: the labels are the nearest centroids of the rounded operands (float64
-    distances between the fp8 values; fp32 accumulation may flip only near-ties), exact ties go to the first
+    distances between the fp8 values, up to the tensor cores' accumulation), exact ties go to the first
     copy, and where they differ from the unrounded nearest, the chosen centroid is nearly as near: by the
     triangle inequality, its distance exceeds the nearest's by at most twice the rounding moves of the point
     and of the farthest-moved centroid."""
@@ -184,7 +184,10 @@ def test_fp8_assignment_is_the_nearest_of_the_rounded_operands(argmin):
     c8 = _e4m3((centroids - frame.means[:, None]) / frame.scales[:, None, None] * -2.0).double() / -2.0
     rounded = torch.cdist(points8.double(), c8).square()
     chosen = rounded.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
-    assert torch.all(chosen - rounded.min(-1).values <= 1e-5 * rounded.max())
+    # fp8 tensor cores sum each 32-deep k-step with ~14 significant bits of the largest partial sum, at most
+    # |x||c|: four k-steps, twice (chosen and best), <= 2^-10 |x| max |c| (the interpreter sums exactly)
+    slack = 2.0 ** -10 * points8.double().norm(dim=-1) * c8.norm(dim=-1).max(-1, keepdim=True).values
+    assert torch.all(chosen - rounded.min(-1).values <= slack)
     scales = frame.scales[:, None, None].double()
     point_moves = (points8.double() * scales + frame.means[:, None].double() - points.double()).norm(dim=-1)
     centroid_moves = (c8 * scales + frame.means[:, None].double() - centroids.double()).norm(dim=-1)
