@@ -44,7 +44,7 @@ KERNELS = [
      FP8_OPERANDS),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=64, UPCAST=False, BLOCK_N=128, BLOCK_C=128, USE_ASM=True), 8, 3,
      FP8_OPERANDS),
-    (kmeans._fp8_frame_kernel, dict(HEAD_DIM=128, BLOCK_R=32, CENTROID_RANGE=56.0), 4, 3, {"centroids_ptr": "*fp32"}),
+    (kmeans._fp8_frame_kernel, dict(HEAD_DIM=128, BLOCK_R=128, CENTROID_RANGE=56.0), 8, 3, {"centroids_ptr": "*fp32"}),
     (kmeans._fp8_points_kernel, dict(HEAD_DIM=128, BLOCK_R=32, ROUND_BY_HAND=False), 4, 3, {"out_ptr": "*fp8e4nv"}),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=256, BLOCK_C=64, USE_ASM=True), 8, 3),
     (kmeans._assign_kernel.fn, dict(HEAD_DIM=128, UPCAST=False, BLOCK_N=128, BLOCK_C=128, USE_ASM=True), 8, 3),
