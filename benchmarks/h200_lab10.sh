@@ -14,4 +14,8 @@ if [ "$RUN" = 76 ] || [ "$RUN" = 77 ]; then
 python3 -m pytest -q tests/test_triton_kmeans.py tests/test_triton_backend.py > $OUT/gpu_tests.txt 2>&1; tail -3 $OUT/gpu_tests.txt
 python3 benchmarks/kmeans_lab.py --json $OUT/kmeans_lab.json
 fi
+# Run 79: the lab at the final code (run 78 is `bash benchmarks/h200_check.sh` at 1261913), no tile sweep.
+if [ "$RUN" = 79 ]; then
+python3 benchmarks/kmeans_lab.py --no-sweep --json $OUT/kmeans_lab.json
+fi
 true

@@ -76,6 +76,7 @@ def main(argv=None):
     parser.add_argument("--shape", default="wan21-14b-720p", choices=sorted(MODEL_SHAPES))
     parser.add_argument("--clusters", type=int, nargs=2, default=(300, 1000), metavar=("QUERY", "KEY"))
     parser.add_argument("--cold-iterations", type=int, default=50)
+    parser.add_argument("--no-sweep", action="store_true", help="skip TILE_SWEEP")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     q_clusters, k_clusters = args.clusters
@@ -109,7 +110,7 @@ def main(argv=None):
             report(f"assign {side}, {variant}", ms, tflops=round(flops / ms / 1e9, 1),
                    config=str(kmeans_kernels._assign_kernel.best_config), **quality(found))
         padded = triton.cdiv(centroids.shape[1], kmeans_kernels.ASSIGN_TILE_MULTIPLE) * kmeans_kernels.ASSIGN_TILE_MULTIPLE
-        for tiles in TILE_SWEEP:
+        for tiles in () if args.no_sweep else TILE_SWEEP:
             if padded % tiles[1]:
                 continue
             try:
