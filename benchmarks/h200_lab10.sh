@@ -18,4 +18,9 @@ fi
 if [ "$RUN" = 79 ]; then
 python3 benchmarks/kmeans_lab.py --no-sweep --json $OUT/kmeans_lab.json
 fi
+# Run 80: the update at 16 rows x 1 / 4 warps (runs 74, 75's sweep), the lab without the tile sweep.
+if [ "$RUN" = 80 ]; then
+python3 -m pytest -q tests/test_triton_kmeans.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
+python3 benchmarks/kmeans_lab.py --no-sweep --json $OUT/kmeans_lab.json
+fi
 true

@@ -125,6 +125,9 @@ def main(argv=None):
         ordered, offsets = kmeans_kernels.sort_by_label(exact, num_clusters)
         report(f"update {side}",
                bench(lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids)))
+        for block_rows, warps in ((16, 2), (32, 4)):  # the production sizes before session 10
+            report(f"update {side}, {block_rows} rows x {warps} warps", bench(
+                lambda: kmeans_kernels.update_centroids(points, ordered, offsets, centroids, block_rows, warps)))
         report(f"assign operands {side}, fp8",
                bench(lambda: kmeans_kernels.assign_operands(centroids, torch.float8_e4m3fn, frame)))
         report(f"fp8 frame {side}", bench(lambda: kmeans_kernels.fp8_frame(centroids)))

@@ -464,10 +464,11 @@ def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = old_centroids.shape[1]
     if block_rows is None:
-        # H200, Wan 14B (BENCHMARKS.md run 20): 1000 clusters of ~75 rows 0.41 -> 0.35 ms with 16 x 2,
-        # 300 clusters of ~250 rows best with 32 x 4
+        # H200, Wan 14B, since the update lost its 64-bit divisions (BENCHMARKS.md runs 74, 75): 1000 clusters of
+        # ~75 rows 0.244 ms with 16 rows x 1 warp (16 x 2: 0.258), 300 clusters of ~250 rows 0.224 ms with
+        # 16 x 4 (32 x 4: 0.253)
         small_clusters = num_points < 128 * num_clusters
-        block_rows, num_warps = (16, 2) if small_clusters else (32, 4)
+        block_rows, num_warps = (16, 1) if small_clusters else (16, 4)
     old_centroids = old_centroids.contiguous()
     centroids = torch.empty_like(old_centroids)
     cluster_sizes = torch.empty(num_problems, num_clusters, dtype=torch.int32, device=points.device)
