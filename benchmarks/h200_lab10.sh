@@ -23,4 +23,8 @@ if [ "$RUN" = 80 ]; then
 python3 -m pytest -q tests/test_triton_kmeans.py > $OUT/gpu_tests.txt 2>&1; tail -1 $OUT/gpu_tests.txt
 python3 benchmarks/kmeans_lab.py --no-sweep --json $OUT/kmeans_lab.json
 fi
+# Run 81: the bench at Wan 14B (int8, ~15% / ~30%) at the final code, for the k-means and whole-call numbers.
+if [ "$RUN" = 81 ]; then
+python3 -m svg2_core.bench --qk int8 --peakedness 4 --rows-per-head 128 --shape wan21-14b-720p --top-p 0.6246 0.8745 --json $OUT/wan14b_int8.json > $OUT/bench14b_int8.txt 2>&1; grep "SVG2\|cuDNN\|==" $OUT/bench14b_int8.txt
+fi
 true
