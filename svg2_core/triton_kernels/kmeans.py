@@ -2,7 +2,8 @@
 update that sums each cluster's members through the label sort, with no atomics.
 
 points: [G, N, D] or [B, H, N, D] fp16/bf16, read in place (svg2_core.problems: any strides, last dim
-contiguous); centroids: [G, C, D] fp32, labels: [G, N] int32.
+contiguous); centroids: [G, C, D] fp32, labels: [G, N] int32. Where the GPU has fp8 dots the assignment reads
+a centered, scaled fp8 copy of the points instead ([G, N, D] float8_e4m3fn, `points_to_fp8`, `Fp8Frame`).
 """
 from __future__ import annotations
 
@@ -382,8 +383,8 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32. argmin: "slots" (production), "tile" or "exact" (the kernel's ARGMIN; "exact"
     carries the float minimum's index, the lab's and the tests' comparison); the packed ones count
-    distances that agree in all but their low code bits (<= 2^-16 of the value at up to 1,024 clusters) as a
-    tie, which the lower index wins. masked: bounds-checked centroid tiles ("tile" and "exact" only);
+    distances that agree in all but their low code bits (within 2^-18 of the value at up to 1,024 clusters)
+    as a tie, which the lower index wins. masked: bounds-checked centroid tiles ("tile" and "exact" only);
     production reads the operands' padded tiles without checks. tiles: (BLOCK_N, BLOCK_C, warps, stages)
     instead of the autotuned configuration (the lab's sweep; BLOCK_C must divide C rounded up to 64).
 
