@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from oracle import element_mask, masked_attention_fp64
+from oracle import element_mask, masked_attention
 from svg2_core import SVG2Config, SVG2State, svg2_attention
 from svg2_core.attention_torch import block_sparse_attention_torch
 from svg2_core.layout import attention_density
@@ -50,7 +50,7 @@ def test_matches_masked_attention_oracle(seed):
     assert (sizes == 0).any() and (sizes == 1).any(), "the input must produce clusters of size 0 and 1"
     assert not info.block_mask.all(), "top_p < 1 must drop some blocks here"
     mask = element_mask(info.q_labels, info.k_labels, info.block_mask)
-    expected = masked_attention_fp64(q, k, v, mask)
+    expected = masked_attention(q, k, v, mask, dtype=torch.float64)
     assert torch.allclose(out.double(), expected, atol=1e-5, rtol=1e-5)
     # density is the fraction of the element mask that is computed
     assert torch.allclose(info.density.double(), mask.double().mean(dim=(-1, -2)), atol=1e-6)
@@ -94,8 +94,8 @@ def test_random_block_partitions_including_empty_and_single_blocks():
                                     q_sizes.flatten().long()).view(num_problems, num_tokens)
     k_ids = torch.repeat_interleave(torch.arange(13).expand(num_problems, -1).flatten(),
                                     k_sizes.flatten().long()).view(num_problems, num_tokens)
-    mask = torch.stack([block_mask[g][q_ids[g]][:, k_ids[g]] for g in range(num_problems)])
-    expected = masked_attention_fp64(q[:, None], k[:, None], v[:, None], mask[:, None])[:, 0]
+    mask = element_mask(q_ids, k_ids, block_mask)
+    expected = masked_attention(q, k, v, mask, dtype=torch.float64)
     assert torch.allclose(out.double(), expected, atol=1e-5, rtol=1e-5)
     density = attention_density(q_sizes, k_sizes, block_mask)
     assert torch.allclose(density.double(), mask.double().mean(dim=(-1, -2)), atol=1e-6)
@@ -126,7 +126,7 @@ def test_batch_elements_get_their_own_clusters():
         assert (entry.q_centroids[b] - q[b].mean(dim=(0, 1))).norm(dim=-1).max() < 10.0
         assert (entry.k_centroids[b] - k[b].mean(dim=(0, 1))).norm(dim=-1).max() < 10.0
         mask = element_mask(info.q_labels[b:b + 1], info.k_labels[b:b + 1], info.block_mask[b:b + 1])
-        expected = masked_attention_fp64(q[b:b + 1], k[b:b + 1], v[b:b + 1], mask)
+        expected = masked_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], mask, dtype=torch.float64)
         assert torch.allclose(out[b:b + 1].double(), expected, atol=1e-5)
 
 
