@@ -2,17 +2,37 @@
 import json
 import math
 
+import pytest
 import torch
 
 from svg2_core import bench
 
 
-def test_default_cpu_run_writes_the_table(tmp_path):
+def _installed(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def test_default_cpu_run_writes_the_table(tmp_path, caplog):
     path = tmp_path / "bench.json"
-    assert bench.main(["--json", str(path), "--rows-per-head", "64"]) == 0
-    result = json.loads(path.read_text())["results"][0]
+    with caplog.at_level("INFO", logger="svg2.bench"):
+        assert bench.main(["--json", str(path), "--rows-per-head", "64"]) == 0
+    payload = json.loads(path.read_text())
+    result = payload["results"][0]
     methods = [row["method"] for row in result["rows"]]
-    assert result["shape"] == "tiny" and "math SDPA" in methods and "comfy-kitchen sol_attn" in methods
+    assert result["shape"] == "tiny" and "math SDPA" in methods
+    # optional peers get a row only where installed, else a stated reason and no row
+    for module, prefix in (("comfy_kitchen", "comfy-kitchen sol_attn"), ("sageattention", "SageAttention")):
+        if not _installed(module):
+            assert not any(method.startswith(prefix) for method in methods)
+            assert any(reason.startswith(prefix) and "not installed" in reason for reason in result["not_run"])
+    # the printed table: the CPU caveat, a legend, no NaN cell, the cold k-means said to be untimed
+    text = caplog.text
+    assert payload["note"] == bench.CPU_NOTE and bench.CPU_NOTE in text and "err/dense  relative" in text
+    assert "nan" not in text.lower() and "cold x10 n/a" in text
     svg2 = next(row for row in result["rows"] if row["method"].startswith("SVG2"))
     positional = next(row for row in result["rows"] if row["method"].startswith("positional"))
     assert 0 < svg2["density"] <= 1 and 0 < svg2["recall"] <= 1 + 1e-6
@@ -75,3 +95,21 @@ def test_min_k_cluster_ratio_sets_the_density_floor(tmp_path):
         densities[ratio] = next(row for row in result["rows"] if row["method"].startswith("SVG2"))["density"]
     # every query cluster keeps at least half of the 48 key clusters (about half of the keys) with 0.5
     assert densities["0.5"] > 0.4 and densities["0.0"] < 0.5 * densities["0.5"]
+
+
+def test_help_names_the_program_and_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m svg2_core.bench")
+    parser = bench.build_parser()
+    assert all(action.help for action in parser._actions)
+
+
+def test_profile_times_the_public_call_and_lists_its_ops(tmp_path):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--json", str(path), "--rows-per-head", "16", "--sol-tau", "--profile",
+                       "--profile-rows", "3", "--quiet"]) == 0
+    profile = json.loads(path.read_text())["results"][0]["profile"]
+    assert profile["public_call_node_layout_ms"] > 0 and profile["public_call_contiguous_ms"] > 0
+    assert len(profile["kernels"]) == 3 and all(kernel["calls"] >= 1 for kernel in profile["kernels"])
