@@ -12,7 +12,8 @@ from typing import Hashable
 
 import torch
 
-from .backends import ClusterPlan, resolve_backend
+from .backends import (ClusterPlan, FastPathError, fast_path_key, remember_failure, remembered_failure,
+                       resolve_backend)
 from .config import SVG2Config
 from .kmeans import sample_initial_centroids
 from .problems import as_problems
@@ -40,7 +41,7 @@ class SVG2Info:
     backend: str
 
 
-def _check_inputs(q, k, v, config, dense_prefix, dense_suffix) -> None:
+def _check_inputs(q, k, v, config, dense_prefix, dense_suffix, cache_key) -> None:
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor [B, H, N, D], got {type(tensor).__name__}")
@@ -48,6 +49,12 @@ def _check_inputs(q, k, v, config, dense_prefix, dense_suffix) -> None:
             raise ValueError(f"{name} must be 4-D [B, H, N, D], got shape {tuple(tensor.shape)}")
         if tensor.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
+    if q.device.type == "meta":
+        raise ValueError("q, k and v are on the meta device, which holds no data; SVG2 needs cpu or cuda tensors")
+    if q.shape[-1] == 0:
+        raise ValueError(f"head_dim (the last dim of q) must be >= 1, got 0 in shape {tuple(q.shape)}")
+    if 0 in q.shape:
+        raise ValueError(f"q, k and v must not be empty, got shape {tuple(q.shape)}")
     if not (q.shape == k.shape == v.shape):
         raise ValueError("q, k and v must have the same shape [B, H, N, D], got "
                          f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -57,6 +64,11 @@ def _check_inputs(q, k, v, config, dense_prefix, dense_suffix) -> None:
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
     if not isinstance(config, SVG2Config):
         raise ValueError(f"config must be an SVG2Config, got {type(config).__name__}")
+    try:
+        hash(cache_key)
+    except TypeError:
+        raise ValueError(f"cache_key must be hashable (e.g. a tuple of ints and strings), got {cache_key!r} "
+                         f"of type {type(cache_key).__name__}") from None
     num_tokens = q.shape[2]
     for name, count in (("dense_prefix", dense_prefix), ("dense_suffix", dense_suffix)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -93,12 +105,37 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     transposed view of [B, N, H * D] gets one back), or (out, SVG2Info) with return_info=True.
     state / cache_key: centroid cache; without a cached entry k-means runs `kmeans_init_iters` from
     random distinct seeds, with one it runs `kmeans_iters` from the cached centroids.
-    backend: "torch" (reference), "triton" (fast path, ValueError if it cannot serve the call), "auto".
+    backend: "torch" (reference), "triton" (fast path: ValueError if it cannot serve the call, FastPathError
+    naming the cause if a kernel fails to compile or launch), "auto" (the fast path where it can serve the call;
+    a call whose kernels fail is served by the reference, the reason logged once, and later calls of that
+    device / dtype / head dim go to the reference without trying again; see svg2_core.backends).
+    NaN / Inf in q, k or v: the reference raises ValueError (it reads a flag back from the device); the fast
+    path does not check, like torch's scaled_dot_product_attention, so no call waits on the GPU, and NaN / Inf
+    reach the output.
+    top_p 1.0 (or a min_k_cluster_ratio that keeps every key cluster; `config.keeps_every_block`) computes
+    exact dense attention through the sparse path, which costs more than dense attention: a caller that only
+    wants the output should call its dense attention instead (the ComfyUI node does).
     """
-    _check_inputs(q, k, v, config, dense_prefix, dense_suffix)
+    _check_inputs(q, k, v, config, dense_prefix, dense_suffix, cache_key)
     runner = resolve_backend(backend, q)
-    if runner.name == "torch":
-        _check_finite(q, k, v)
+    failure_key = fast_path_key(q, config.qk_int8)
+    if runner.name == "triton" and backend == "auto" and remembered_failure(failure_key) is not None:
+        runner = resolve_backend("torch", q)
+    if runner.name == "triton":
+        try:
+            return _svg2(runner, q, k, v, config, state, cache_key, dense_prefix, dense_suffix, return_info)
+        except FastPathError as error:
+            if backend == "triton":
+                raise
+            remember_failure(failure_key, error)
+            runner = resolve_backend("torch", q)
+    _check_finite(q, k, v)
+    return _svg2(runner, q, k, v, config, state, cache_key, dense_prefix, dense_suffix, return_info)
+
+
+def _svg2(runner, q, k, v, config: SVG2Config, state: SVG2State | None, cache_key: Hashable,
+          dense_prefix: int, dense_suffix: int, return_info: bool):
+    """One call on one backend; the centroid cache is updated only when the call completes."""
     batch, heads, num_tokens, head_dim = q.shape
     num_problems = batch * heads
     # read in place: the kernels take any strides (ComfyUI hands over transposed views), so no copy of
@@ -122,11 +159,6 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     # a warm call may run the two k-means on two streams; a cold one may autotune, so one after the other
     q_clusters, k_clusters = runner.cluster(q_points, q_init, k_points, k_init, iterations,
                                             overlap=cached is not None)
-    if state is not None:
-        state.store(cache_key, CentroidEntry(
-            signature,
-            q_clusters.centroids.reshape(batch, heads, config.num_q_clusters, head_dim),
-            k_clusters.centroids.reshape(batch, heads, config.num_k_clusters, head_dim)))
 
     scale = 1.0 / math.sqrt(head_dim)
     block_mask = runner.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes,
@@ -134,6 +166,11 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
                        k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
     out = runner.sparse_attention(q, k, v, plan, scale, config.qk_int8)
+    if state is not None:
+        state.store(cache_key, CentroidEntry(
+            signature,
+            q_clusters.centroids.reshape(batch, heads, config.num_q_clusters, head_dim),
+            k_clusters.centroids.reshape(batch, heads, config.num_k_clusters, head_dim)))
     if not return_info:
         return out
     return out, _info(plan, batch, heads, runner.name)

@@ -3,6 +3,11 @@
 `torch` is the reference and runs anywhere; `triton` is the fast path (svg2_core.triton_backend).
 Both take points / q, k, v as `[G, N, D]` with G = batch x heads and a `ClusterPlan` (below).
 A backend's `unsupported_reason(q)` returns why it cannot serve a call, or None.
+
+The fast path never fails a caller with Triton's own exceptions: anything raised while the Triton backend
+compiles or launches a kernel (resources, compiler, driver, a broken install) comes out as a
+`FastPathError` naming the stage, the device and the cause (`FastPathOutOfResources` when the tiles did
+not fit, the place to retry with smaller tiles). A failed import of the backend is remembered, not retried.
 """
 from __future__ import annotations
 
@@ -115,16 +120,147 @@ class TorchBackend:
 
 
 _BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}
+# why the Triton backend could not be imported; set once, never retried in this process
+_import_failure: str | None = None
+
+INSTALL_HINT = ("install the Triton build that matches your torch (Linux: `pip install triton`; Windows: "
+                "`pip install \"triton-windows<3.5\"` for torch 2.8, the newest for later torch) and restart")
+_HINTS = {
+    "out of resources": "the kernel's tiles need more shared memory or registers than this GPU has; update "
+                        "ComfyUI-SVG2 and report the GPU model if it persists",
+    "compiler": "Triton compiles its kernels on first use and needs a C compiler (gcc or clang; MSVC build "
+                "tools on Windows) and a Triton that matches torch; check `python -c \"import triton\"` and the "
+                "error above",
+    "out of memory": "the GPU ran out of memory inside the fast path; lower num_q_clusters / num_k_clusters, the "
+                     "resolution or the frame count",
+    "error": "report it with this log line",
+}
+
+
+class FastPathError(RuntimeError):
+    """The Triton fast path failed while compiling or launching a kernel.
+
+    stage: what ran ("k-means", "block selection", "sparse attention"); device: the GPU (name and
+    capability) or "CPU (Triton interpreter)"; cause: the original exception (also `__cause__`);
+    kind: "out of resources", "compiler", "out of memory" or "error"; persistent: the same call would fail
+    again (everything but running out of memory); hint: what the user can do.
+    """
+
+    def __init__(self, stage: str, device: str, cause: BaseException) -> None:
+        self.stage, self.device, self.cause = stage, device, cause
+        self.kind = failure_kind(cause)
+        self.persistent = self.kind != "out of memory"
+        self.hint = _HINTS[self.kind]
+        super().__init__(f"SVG2's Triton fast path failed in {stage} on {device}: {self.reason}. What to do: "
+                         f"{self.hint}")
+
+    @property
+    def reason(self) -> str:
+        """`<exception type>: <first line of its message>` (short, for stats and logs)."""
+        message = str(self.cause).strip().splitlines()
+        first = message[0] if message else ""
+        if len(first) > 200:
+            first = first[:197] + "..."
+        return f"{type(self.cause).__name__}: {first}" if first else type(self.cause).__name__
+
+
+class FastPathOutOfResources(FastPathError):
+    """A kernel's tiles did not fit the GPU (Triton's OutOfResources): a caller may retry with smaller tiles."""
+
+
+def failure_kind(error: BaseException) -> str:
+    """How a fast-path exception is reported: "out of resources", "compiler", "out of memory" or "error"."""
+    name = type(error).__name__
+    module = type(error).__module__ or ""
+    if name == "OutOfResources":
+        return "out of resources"
+    if isinstance(error, _OUT_OF_MEMORY):
+        return "out of memory"
+    text = str(error)
+    if (module.startswith("triton.compiler") or name in ("CompilationError", "PTXASError", "CalledProcessError")
+            or "C compiler" in text or "ptxas" in text.lower()):
+        return "compiler"
+    return "error"
+
+
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+_device_names: dict[str, str] = {}
+
+
+def device_description(device: torch.device) -> str:
+    """"NVIDIA GeForce RTX 4090 (sm_89)" for a CUDA device (no device sync), "CPU (Triton interpreter)" else."""
+    key = str(device)
+    if key not in _device_names:
+        if device.type == "cuda":
+            try:
+                major, minor = torch.cuda.get_device_capability(device)
+                _device_names[key] = f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+            except Exception:  # describing the device must not hide the failure being described
+                _device_names[key] = key
+        else:
+            _device_names[key] = f"{device.type.upper()} (Triton interpreter)"
+    return _device_names[key]
+
+
+def fast_path_error(stage: str, device: torch.device, error: BaseException) -> FastPathError:
+    """The typed error for `error` raised by the Triton backend in `stage` on `device`."""
+    if isinstance(error, FastPathError):
+        return error
+    error_type = FastPathOutOfResources if failure_kind(error) == "out of resources" else FastPathError
+    return error_type(stage, device_description(device), error)
+
+
+class GuardedBackend:
+    """Wraps a fast backend: any exception of a stage comes out as a `FastPathError` (from the original)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    def unsupported_reason(self, q: torch.Tensor) -> str | None:
+        return self.backend.unsupported_reason(q)
+
+    def kmeans(self, points, init_centroids, iterations):
+        try:
+            return self.backend.kmeans(points, init_centroids, iterations)
+        except Exception as error:
+            raise fast_path_error("k-means", points.device, error) from error
+
+    def cluster(self, q_points, q_init, k_points, k_init, iterations, overlap=False):
+        try:
+            return self.backend.cluster(q_points, q_init, k_points, k_init, iterations, overlap=overlap)
+        except Exception as error:
+            raise fast_path_error("k-means", q_points.device, error) from error
+
+    def select_blocks(self, q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale):
+        try:
+            return self.backend.select_blocks(q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale)
+        except Exception as error:
+            raise fast_path_error("block selection", q_centroids.device, error) from error
+
+    def sparse_attention(self, q, k, v, plan, scale, qk_int8=False):
+        try:
+            return self.backend.sparse_attention(q, k, v, plan, scale, qk_int8)
+        except Exception as error:
+            raise fast_path_error("sparse attention", q.device, error) from error
 
 
 def _triton_backend() -> Backend | str:
-    """The Triton backend, or the reason it cannot be loaded."""
+    """The Triton backend (guarded), or the reason it cannot be loaded. An import that fails in any way
+    (triton missing, a driver piece missing, an older Triton's API) is remembered, not retried per call."""
+    global _import_failure
     if "triton" not in _BACKENDS:
+        if _import_failure is not None:
+            return _import_failure
         try:
             from .triton_backend import TritonBackend
-        except ImportError as error:  # triton missing, or the fast path not built for this platform
-            return f"the Triton backend cannot be imported ({error})"
-        _BACKENDS["triton"] = TritonBackend()
+        except Exception as error:  # noqa: BLE001  (any failure to import means: no fast path here)
+            _import_failure = (f"the Triton backend cannot be imported ({type(error).__name__}: "
+                               f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})")
+            log.warning("SVG2: %s; attention stays dense (auto) or raises (backend='triton'). What to do: %s",
+                        _import_failure, INSTALL_HINT)
+            return _import_failure
+        _BACKENDS["triton"] = GuardedBackend(TritonBackend())
     return _BACKENDS["triton"]
 
 
@@ -134,6 +270,37 @@ def triton_unsupported_reason(q: torch.Tensor) -> str | None:
     if isinstance(backend, str):
         return backend
     return backend.unsupported_reason(q)
+
+
+def fast_path_key(q: torch.Tensor, qk_int8: bool) -> tuple:
+    """What decides whether a fast-path failure repeats: device, dtype, head dim (the tiles), int8 scores."""
+    return (str(q.device), str(q.dtype), int(q.shape[-1]), bool(qk_int8))
+
+
+# backend="auto": fast-path failures that would repeat, by fast_path_key; those calls go to the reference
+_auto_failures: dict[tuple, FastPathError] = {}
+
+
+def remember_failure(key: tuple, error: FastPathError) -> None:
+    """backend="auto" stops trying the fast path for `key` (when the failure would repeat); logged once."""
+    if error.persistent and key not in _auto_failures:
+        _auto_failures[key] = error
+    if key not in _logged_failures:
+        _logged_failures.add(key)
+        log.warning("SVG2: %s; backend='auto' serves these calls with the PyTorch reference from now on", error)
+
+
+_logged_failures: set[tuple] = set()
+
+
+def remembered_failure(key: tuple) -> FastPathError | None:
+    return _auto_failures.get(key)
+
+
+def forget_failures() -> None:
+    """Try the fast path again (after the cause was fixed, and in tests); a failed import stays remembered."""
+    _auto_failures.clear()
+    _logged_failures.clear()
 
 
 def resolve_backend(name: str, q: torch.Tensor) -> Backend:

@@ -62,3 +62,9 @@ class SVG2Config:
     def min_kept_k_clusters(self) -> int:
         """The floor on kept key clusters per query cluster (at least 1)."""
         return max(1, math.floor(self.min_k_cluster_ratio * self.num_k_clusters))
+
+    @property
+    def keeps_every_block(self) -> bool:
+        """True when the selection keeps every (query cluster, key cluster) block whatever the input: top_p 1.0,
+        or a floor of every key cluster. Such a call is exact dense attention computed the slow way."""
+        return self.top_p >= 1.0 or self.min_kept_k_clusters >= self.num_k_clusters
