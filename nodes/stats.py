@@ -15,6 +15,12 @@ import torch
 log = logging.getLogger("svg2")
 
 EVENT = "svg2.stats"
+# Dense by design or by call type (the settings or the model ask for it): counted, not logged, and never a
+# fallback. Every other dense reason is a fallback: a call SVG2 was meant to serve and could not.
+# web/svg2.js holds the same list (tests/test_constants.py keeps the two equal).
+BY_DESIGN_DENSE_REASONS = frozenset({"cross-attention", "warm-up step", "last step", "dense layer",
+                                     "not video self-attention", "not video self-attention (text refiner)",
+                                     "top_p 1.0 keeps every block"})
 
 
 class _CallTimer:
@@ -82,10 +88,14 @@ class RunStats:
         layers = sorted({layer for _, layer in per_cell})
         density_map = [[_mean(per_cell.get((step, layer))) for layer in layers] for step in steps]
         dense_calls = sum(self.dense_reasons.values())
+        fallbacks = [(reason, count) for reason, count in self.dense_reasons.most_common()
+                     if reason not in BY_DESIGN_DENSE_REASONS]
         return {
             "sparse_calls": self.sparse_calls,
             "dense_calls": dense_calls,
             "dense_reasons": dict(self.dense_reasons.most_common()),
+            "fallback_calls": sum(count for _, count in fallbacks),
+            "fallback_reason": fallbacks[0][0] if fallbacks else None,
             "backends": dict(self.backends),
             "mean_density": _mean(densities),
             "density": {"steps": steps, "layers": layers, "values": density_map},
@@ -98,14 +108,19 @@ def _mean(values) -> float | None:
 
 
 def summary_text(payload: dict) -> str:
-    """One or two short lines for the node body."""
+    """One or two short lines for the node body; a fallback, if any, is named on its own line (a by-design
+    reason such as cross-attention never stands in for one)."""
     sparse, dense = payload["sparse_calls"], payload["dense_calls"]
+    fallbacks = payload["fallback_calls"]
+    fallback_line = f"\nfallback {fallbacks}: {payload['fallback_reason']}" if fallbacks else ""
     if sparse == 0:
-        reason = next(iter(payload["dense_reasons"]), "no attention calls")
-        return f"SVG2: all {dense} attention calls dense ({reason})"
+        if fallbacks or dense == 0:
+            return f"SVG2: all {dense} attention calls dense" + fallback_line
+        reasons = ", ".join(payload["dense_reasons"])
+        return f"SVG2: all {dense} attention calls dense by design ({reasons})"
     density = payload["mean_density"] * 100.0
     return (f"SVG2: {sparse} sparse / {dense} dense calls, mean density {density:.1f}%, "
-            f"{payload['svg2_time_ms'] / 1000.0:.2f} s in SVG2 attention")
+            f"{payload['svg2_time_ms'] / 1000.0:.2f} s in SVG2 attention" + fallback_line)
 
 
 def publish(payload: dict, node_id) -> None:

@@ -36,9 +36,10 @@ function finite(x) {
 }
 
 const MAX_CELLS = 1 << 16;
-// Dense calls the settings ask for; every other dense reason is a fallback worth a look in the log.
-const PLANNED_DENSE = new Set(["cross-attention", "warm-up step", "last step", "dense layer",
-  "not video self-attention", "not video self-attention (text refiner)"]);
+// Dense calls by design (the settings or the model ask for them); every other dense reason is a fallback
+// worth a look in the log. The same list as BY_DESIGN_DENSE_REASONS in nodes/stats.py (a test keeps them equal).
+const BY_DESIGN_DENSE = new Set(["cross-attention", "warm-up step", "last step", "dense layer",
+  "not video self-attention", "not video self-attention (text refiner)", "top_p 1.0 keeps every block"]);
 
 // Reduces a svg2.stats payload (DEVELOPERS.md, "Node: svg2.stats event") to plain numbers. The payload lists
 // only the (step, layer) cells that ran sparse; the grid here spans every step of the sampler call and
@@ -66,7 +67,7 @@ export function normalizeStats(detail) {
   let fallbackReason = null;
   const reasons = detail?.dense_reasons && typeof detail.dense_reasons === "object" ? detail.dense_reasons : {};
   for (const [reason, count] of Object.entries(reasons)) {
-    if (PLANNED_DENSE.has(reason) || !finite(count)) continue;
+    if (BY_DESIGN_DENSE.has(reason) || !finite(count)) continue;
     fallback += count;
     if (fallbackReason === null) fallbackReason = String(reason).slice(0, 80);
   }
@@ -129,7 +130,7 @@ export function drawStats(canvas, stats) {
   drawText(ctx, line2, 6, 6 + font * 1.2, "#aaa");
   let top = 10 + font * 2.4;
   if (stats.fallbackReason !== null) {
-    drawText(ctx, `fallback: ${stats.fallbackReason}`, 6, top - 2, "#f0b040");
+    drawText(ctx, `fallback ${stats.fallback}: ${stats.fallbackReason}`, 6, top - 2, "#f0b040");
     top += font * 1.2;
   }
 
