@@ -15,45 +15,37 @@ BACKENDS = ["auto", "triton", "torch"]
 # name -> (type, default, min, max, step, tooltip); the ranges are also what execute() enforces.
 REQUIRED_WIDGETS = {
     "top_p": ("FLOAT", 0.9, 0.01, 1.0, 0.01,
-              "Share of each query cluster's estimated attention mass to keep. 1.0 = exact dense attention; "
-              "0.9 (official default) computes about 30% of the attention map on 720p Wan/HunyuanVideo "
-              "(measured on an H200 at 720p: 2.3x faster attention at 30%, 4.2x at 15%); lower is faster and "
-              "less faithful."),
+              "Share of each query cluster's estimated attention mass to keep; 0.9 is the official setting. "
+              "Lower computes fewer blocks: faster and less faithful to dense attention."),
     "num_q_clusters": ("INT", 300, 1, 4096, 1,
-                       "k-means clusters for queries, per head. 300 for 720p, 200 for 480p (official scripts); "
-                       "more clusters = finer selection, more k-means time."),
+                       "k-means clusters for the queries, per head: 300 for 720p, 200 for 480p. More clusters "
+                       "select more finely but cost more k-means time."),
     "num_k_clusters": ("INT", 1000, 1, 8192, 1,
-                       "k-means clusters for keys, per head. 1000 in the official scripts; each kept key cluster "
-                       "averages tokens/1000 keys (75 at Wan 720p)."),
+                       "k-means clusters for the keys, per head; 1000 in the official scripts."),
     "dense_warmup_steps": ("INT", 10, 0, 10000, 1,
-                           "First sampling steps of each sampler run kept dense: 10 of 50 = 20% (Wan default). "
-                           "With Wan 2.2's two experts, set it on the high-noise model's node."),
+                           "First steps of this sampler kept dense while the video's layout forms, about 20% of "
+                           "the steps for Wan T2V. With Wan 2.2's two experts, set it on the high-noise model's node."),
     "dense_layers": ("INT", 1, 0, 1000, 1,
-                     "First transformer blocks kept dense at every step: 1 of 40 on Wan 14B, 1 of 60 on "
-                     "HunyuanVideo (official default)."),
+                     "First transformer blocks kept dense at every step; 1 is the official setting."),
 }
 ADVANCED_WIDGETS = {
     "dense_last_steps": ("INT", 0, 0, 10000, 1,
-                         "Last sampling steps kept dense (0 = none); 2-5 can restore fine detail."),
+                         "Last sampling steps kept dense; 2-5 can restore fine detail that flickers."),
     "min_k_cluster_ratio": ("FLOAT", 0.10, 0.0, 1.0, 0.01,
-                            "Every query cluster keeps at least this share of key clusters: 0.10 = 100 of 1000 "
-                            "(official); raises the floor on density."),
+                            "Every query cluster keeps at least this share of the key clusters (0.10 = 100 of "
+                            "1000): a floor on density."),
     "kmeans_iters": ("INT", 2, 1, 100, 1,
-                     "k-means iterations per step, warm-started from the previous step's centroids (official: 2; "
-                     "the first sparse step runs 50 from scratch)."),
+                     "k-means iterations per sparse step, warm-started from the previous step; the first sparse "
+                     "step runs 50 from scratch."),
     "min_tokens": ("INT", 8192, 0, 10_000_000, 1,
-                   "Calls with fewer tokens stay dense. Measured on an H200 at 30% density: 1.5x faster "
-                   "attention at 32,760 tokens (Wan 480p, 81 frames), 2.3x at 75,600 (720p); shorter "
-                   "sequences gain less or lose time."),
+                   "Attention calls with fewer tokens (8192 by default) stay dense: short sequences gain little "
+                   "or lose time."),
 }
 BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
                    "with a warning when it falls back. torch: the slow PyTorch reference on any device (tests).")
-QK_INT8_TOOLTIP = ("On: attention scores from int8 codes of q and k, as SageAttention does (keys smoothed by their "
-                   f"mean), in calls of {QK_INT8_MIN_TOKENS:,}+ tokens (720p); P V stays in the model's dtype. "
-                   "Measured on an H200 at Wan 720p, 30% density: sparse kernel 84 -> 80 ms; error 0.009 against "
-                   "exact attention of the same mask (0.002 off), while the sparsity itself costs 0.12. Shorter calls "
-                   "(480p: 32,760 tokens) keep the model's dtype: there int8 measured 0.3-0.5 ms slower per call. "
-                   "Off: never.")
+QK_INT8_TOOLTIP = (f"On: in calls of {QK_INT8_MIN_TOKENS:,}+ tokens (720p), attention scores from int8 codes of q "
+                   "and k, a little faster; at low density it adds noticeably to the error. Off for the model's "
+                   "dtype throughout.")
 COMPILE_TOOLTIP = ("Off: SVG2 runs outside torch.compile, so a compiled model does not recompile per step. "
                    "On: let torch.compile trace the sparse path (experimental).")
 
