@@ -19,11 +19,14 @@ _ASSIGN_CHUNK_ELEMENTS = 1 << 24
 @dataclass
 class KMeansResult:
     """labels: [G, N] int32 from the last assignment; centroids: [G, C, D] fp32, the means of those
-    labels (old centroid where a cluster is empty); cluster_sizes: [G, C] int32."""
+    labels (old centroid where a cluster is empty); cluster_sizes: [G, C] int32. label_sort: the labels
+    grouped by (problem, cluster), [G * N] int32 flat indices (the Triton k-means' last
+    `triton_kernels.kmeans.sort_by_label`, reused by the plan), or None where the k-means did not sort."""
 
     labels: torch.Tensor
     centroids: torch.Tensor
     cluster_sizes: torch.Tensor
+    label_sort: torch.Tensor | None = None
 
 
 def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:

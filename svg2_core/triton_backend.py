@@ -6,7 +6,7 @@ Nothing in a call reads back from the device, so a call can be captured in a CUD
 
 A warm call (`cluster(..., overlap=True)`) runs the k-means of k on the caller's stream and the k-means of
 q on a second stream of the same device: the label sorts and centroid updates of one side fill gaps in the
-other side's assignment kernels (H200, Wan 14B: 6.9 vs 7.3 ms, BENCHMARKS.md session 6). The second stream
+other side's assignment kernels. The second stream
 waits for the caller's stream first and the caller's stream waits for it at the end (events, no host
 synchronisation; a CUDA graph captures both).
 """
@@ -15,24 +15,22 @@ from __future__ import annotations
 import torch
 
 from .kmeans import KMeansResult
-from .problems import as_problems, flat_problems, problem_rows
+from .problems import as_problems, problem_rows
 from .triton_kernels import interpreting
 from .triton_kernels.attention import AttentionConfig, default_config, sparse_attention
 from .triton_kernels.kmeans import (assign_to_nearest, fp8_dot_supported, fp8_frame, points_to_fp8, sort_by_label,
                                     update_centroids)
-from .triton_kernels.permute import gather_key_values
-from .triton_kernels.plan import LABEL_SORT_ATTRIBUTE, AttentionLaunch, build_launch
+from .triton_kernels.plan import AttentionLaunch, build_launch
 from .triton_kernels.selection import MAX_KEY_CLUSTERS, top_p_mask
 from .selection import key_cluster_probabilities
 from .selection import top_p_mask as reference_top_p_mask
 
 SUPPORTED_HEAD_DIMS = (64, 128)
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+FAST_PATH_DTYPES = (torch.float16, torch.bfloat16)  # the half types of api.SUPPORTED_DTYPES
 
 
-# The k-means overlap only from this many clustered rows (problems x tokens) on: on the H200 it took 0.3-0.5 ms
-# off the two k-means at Wan 14B and HunyuanVideo (~3M rows), while at Wan 1.3B (0.4M rows) the call is bound
-# by the host's launches and the overlapped k-means was slower in two of three runs (BENCHMARKS.md session 6).
+# The k-means overlap only from this many clustered rows (problems x tokens) on: it pays at Wan 14B and
+# HunyuanVideo sizes (~3M rows), while below (Wan 1.3B, 0.4M rows) the call is bound by the host's launches.
 OVERLAP_MIN_ROWS = 1_000_000
 
 # one second stream per CUDA device, made on first use
@@ -48,19 +46,17 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
 def _tensors_of(clusters: KMeansResult) -> list[torch.Tensor]:
     found = [clusters.labels, clusters.centroids, clusters.cluster_sizes]
-    label_sort = getattr(clusters.labels, LABEL_SORT_ATTRIBUTE, None)
-    return found + ([label_sort] if label_sort is not None else [])
+    return found + ([clusters.label_sort] if clusters.label_sort is not None else [])
 
 
 class TritonBackend:
-    """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles;
-    `kmeans_fp8` the k-means assignment's dot (None: fp8 where `fp8_dot_supported`, else the points' dtype)."""
+    """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles
+    (None: `default_config` per head dim and score precision)."""
 
     name = "triton"
 
-    def __init__(self, attention_config: AttentionConfig | None = None, kmeans_fp8: bool | None = None):
+    def __init__(self, attention_config: AttentionConfig | None = None):
         self.attention_config = attention_config
-        self.kmeans_fp8 = kmeans_fp8
 
     def unsupported_reason(self, q: torch.Tensor) -> str | None:
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
@@ -70,7 +66,7 @@ class TritonBackend:
             if major < 8:
                 return (f"GPU compute capability {major}.{minor} is below 8.0; the Triton path needs an "
                         "Ampere (RTX 30xx / A100) or newer GPU")
-        if q.dtype not in SUPPORTED_DTYPES:
+        if q.dtype not in FAST_PATH_DTYPES:
             return f"dtype {q.dtype} is not supported (float16, bfloat16)"
         if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
             return f"head_dim {q.shape[-1]} is not supported ({', '.join(map(str, SUPPORTED_HEAD_DIMS))})"
@@ -79,13 +75,14 @@ class TritonBackend:
     def kmeans(self, points: torch.Tensor, init_centroids: torch.Tensor, iterations: int) -> KMeansResult:
         """points: [G, N, D] or [B, H, N, D]; init_centroids: [G, C, D]; `iterations` Lloyd steps.
 
-        With fp8 (`kmeans_fp8`), the assignments read an fp8 copy of the points made once here, centered and
-        scaled by the initial centroids' `fp8_frame` (H200, Wan 14B: BENCHMARKS.md session 10); the centroid
-        means are always taken over the points themselves, in fp32."""
+        Where the device has fp8 dots (`fp8_dot_supported`), the assignments read an fp8 copy of the points
+        made once here, centered and scaled by the initial centroids' `fp8_frame` (twice the tensor-core rate
+        of bf16); the centroid means are always taken over the points themselves, in fp32. The result carries
+        the last label sort (`label_sort`) for the plan."""
         points = as_problems(points)
         centroids = init_centroids.float().contiguous()
         num_clusters = centroids.shape[1]
-        fp8 = self.kmeans_fp8 if self.kmeans_fp8 is not None else fp8_dot_supported(points.device)
+        fp8 = fp8_dot_supported(points.device)
         assign_points, frame = points, None
         if fp8 and iterations > 0:
             frame = fp8_frame(centroids)
@@ -94,10 +91,7 @@ class TritonBackend:
             labels = assign_to_nearest(assign_points, centroids, frame=frame)
             sorted_points, cluster_offsets = sort_by_label(labels, num_clusters)
             centroids, cluster_sizes = update_centroids(points, sorted_points, cluster_offsets, centroids)
-        if iterations > 0:
-            # the plan reuses this sort of the final labels (build_launch -> cluster_rows)
-            setattr(labels, LABEL_SORT_ATTRIBUTE, sorted_points)
-        return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes)
+        return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes, label_sort=sorted_points)
 
     def cluster(self, q_points: torch.Tensor, q_init: torch.Tensor, k_points: torch.Tensor, k_init: torch.Tensor,
                 iterations: int, overlap: bool = False) -> tuple[KMeansResult, KMeansResult]:
@@ -137,24 +131,18 @@ class TritonBackend:
         return self.attention_config or default_config(head_dim, qk_int8)
 
     def plan_launch(self, plan, num_tokens: int, head_dim: int) -> AttentionLaunch:
-        """Kernel metadata for a ClusterPlan (the "plan" half of a call)."""
+        """Kernel metadata for a ClusterPlan (the "plan" half of a call); the plan's label sorts
+        (q_label_sort / k_label_sort, from the k-means results) spare sorting the labels again."""
         config = self.config_for(head_dim)
         return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
-                            config.block_m, config.block_n, config.remainder_m, config.longest_first)
+                            config.block_m, config.block_n, config.remainder_m,
+                            getattr(plan, "q_label_sort", None), getattr(plan, "k_label_sort", None))
 
-    def key_source(self, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the kernel reads keys from: k, v themselves, or (config.sorted_keys) cluster-sorted copies."""
-        if self.config_for(k.shape[-1]).sorted_keys:
-            k_sorted, v_sorted = gather_key_values(flat_problems(k).contiguous(), flat_problems(v).contiguous(),
-                                                   launch.k_rows)
-            return k_sorted.view(k.shape), v_sorted.view(v.shape)
-        return k, v
-
-    def run_launch(self, q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
-                   launch: AttentionLaunch, scale: float, qk_int8: bool = False) -> torch.Tensor:
-        """The "run" half: q in original order, k / v from `key_source` (with qk_int8, q and k are coded first)."""
-        return sparse_attention(q, k_source, v_source, launch, scale, self.config_for(q.shape[-1], qk_int8), qk_int8)
+    def run_launch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch, scale: float,
+                   qk_int8: bool = False) -> torch.Tensor:
+        """The "run" half: q, k, v in original order, read in place (with qk_int8, q and k are coded first)."""
+        return sparse_attention(q, k, v, launch, scale, self.config_for(q.shape[-1], qk_int8), qk_int8)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
                          scale: float, qk_int8: bool = False) -> torch.Tensor:
@@ -162,5 +150,4 @@ class TritonBackend:
         original order, q's strides when q is dense. qk_int8: int8 scores (svg2_core.quantize)."""
         q, k, v = as_problems(q), as_problems(k), as_problems(v)
         launch = self.plan_launch(plan, q.shape[-2], q.shape[-1])
-        k_source, v_source = self.key_source(k, v, launch)
-        return self.run_launch(q, k_source, v_source, launch, scale, qk_int8)
+        return self.run_launch(q, k, v, launch, scale, qk_int8)

@@ -3,7 +3,9 @@ its error must stay within 2x the error of PyTorch doing the same masked attenti
 import pytest
 import torch
 
-from triton_helpers import DEVICE, element_mask, masked_attention, random_labels, relative_error
+from oracle import masked_attention, relative_error
+from oracle import plan_mask as element_mask
+from triton_helpers import DEVICE, random_labels
 
 from svg2_core.backends import ClusterPlan, TorchBackend
 from svg2_core.triton_backend import TritonBackend
@@ -24,6 +26,15 @@ def _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, num_q_cl
                for _ in range(3))
     return q, k, v, plan
 
+
+def _config(block_m, block_n, remainder_m=0, remainder_block_n=0, first_tile_max=False):
+    """Interpreter-sized tiles (4 warps, 1 stage)."""
+    return AttentionConfig(block_m=block_m, block_n=block_n, num_warps=4, num_stages=1, remainder_m=remainder_m,
+                           remainder_block_n=remainder_block_n, first_tile_max=first_tile_max)
+
+
+# the first-tile max loop at 16 x 16 tiles, 8-row remainder tiles (many key tiles per query block)
+FIRST_TILE_MAX = _config(16, 16, 8, first_tile_max=True)
 
 CASES = [
     # G, N, D, dtype, prefix, suffix, Cq, Ck
@@ -52,15 +63,14 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
         assert torch.all(out[:, prefix:num_tokens - suffix][rows] == 0)
 
 
-@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a", "16x16x4x1-r8-m-a2"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]])
-def test_fixed_maximum_within_twice_torch_error(case, config):
-    """Weights against the first key tile's row max (config `-m`); a query cluster without kept keys (CASES[3]:
-    it still attends the prefix) comes out right too."""
+def test_first_tile_max_within_twice_torch_error(case):
+    """Weights against the first key tile's row max, scores a tile ahead; a query cluster without kept keys
+    (CASES[3]: it still attends the prefix) comes out right too."""
     num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck = case
     q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
     scale = head_dim ** -0.5
-    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, scale)
+    out = TritonBackend(FIRST_TILE_MAX).sparse_attention(q, k, v, plan, scale)
     allowed = element_mask(plan, num_tokens)
     oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
@@ -68,24 +78,23 @@ def test_fixed_maximum_within_twice_torch_error(case, config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("config", ["16x16x4x1-r8-m", "16x16x4x1-r8-m-a", "16x16x4x1-r8-m-a2"])
-def test_fixed_maximum_without_kept_keys_gives_zeros(config):
+def test_first_tile_max_without_kept_keys_gives_zeros():
     q, k, v, plan = _problem(2, 160, 64, torch.float16, 0, 0, 6, 24, seed=5)
-    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, 0.125)
+    out = TritonBackend(FIRST_TILE_MAX).sparse_attention(q, k, v, plan, 0.125)
     assert torch.all(out[plan.q_labels == 0] == 0)
 
 
-# the interpreter's numpy warns when the fixed-max loop overflows (the 300 case), before the exact loop reruns
+# the interpreter's numpy warns when the first-tile max loop overflows (the 300 case), before the online
+# softmax reruns
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
-@pytest.mark.parametrize("config", ["16x16x4x1-r0-m", "16x16x4x1-r0-m-a", "16x16x4x1-r0-m-a2"])
 @pytest.mark.parametrize("rise", [40.0, 300.0])
-def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
+def test_first_tile_max_survives_a_score_rise_past_the_limit(rise):
     """One key, in the last key tile, scores `rise` (natural-log units) above every key of the first tile, so it
-    takes nearly all the weight. 40: weight 2^58 against the first tile's max, served by the fixed-max loop;
-    300 would overflow fp32 there (2^433) and the query tile is recomputed with the running max. Both must
-    give that key's v within two bf16 roundings, 2^-7: its weight's (the fixed-max loop sums its weights
-    unrounded, like flash attention, and a 2^58 weight is not exact in bf16 as a running max's 1 is) and the
-    output's; nothing may turn inf / nan."""
+    takes nearly all the weight. 40: weight 2^58 against the first tile's max, served by the first-tile max
+    loop; 300 would overflow fp32 there (2^433) and the query tile is recomputed with the online softmax. Both
+    must give that key's v within two bf16 roundings, 2^-7: its weight's (the loop sums its weights unrounded,
+    like flash attention, and a 2^58 weight is not exact in bf16 as a running max's 1 is) and the output's;
+    nothing may turn inf / nan."""
     generator = torch.Generator().manual_seed(7)
     num_tokens, head_dim = 96, 64
     plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
@@ -99,7 +108,7 @@ def test_fixed_maximum_survives_a_score_rise_past_the_limit(rise, config):
     q[..., 0] = 1.0
     k[0, -1, 0] = rise / scale
     q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
-    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, scale)
+    out = TritonBackend(_config(16, 16, first_tile_max=True)).sparse_attention(q, k, v, plan, scale)
     oracle = masked_attention(q, k, v, element_mask(plan, num_tokens), scale, low_precision=False)
     assert torch.isfinite(out).all()
     assert relative_error(out, oracle) <= 2.0 ** -7
@@ -122,23 +131,17 @@ def test_matches_the_reference_backend():
 
 
 @pytest.mark.parametrize("config", [
-    "16x16x4x1-r0",    # 16-slot key tiles, no remainder tiles
-    "16x16x4x1-r8-u",  # tiles launched in block order instead of longest first
-    "16x16x4x1-r8-s",  # 8-row remainder tiles, keys read from a cluster-sorted copy
-    "32x128x4x1-r16",  # 128-slot key tiles: block starts in both 64-bit words
-    "32x32x4x1-r16x4x1x16",  # remainder tiles with their own (smaller) key tiles
-    "16x16x4x1-r8-m",  # weights against the first key tile's row max
-    "16x16x4x1-r8-m-a",  # ... with the next tile's scores issued before this tile's P V
-    "32x128x4x1-r16-m-a",  # ... with one partial key tile only
-    "32x32x4x1-r16x4x1x16-m-a",  # ... with remainder tiles on their own (smaller) key tiles
-    "16x16x4x1-r8-m-a2",  # ... with the key rows loaded in each iteration
-    "32x128x4x1-r16-m-a2",
-])
+    _config(16, 16),  # 16-slot key tiles, no remainder tiles
+    _config(32, 128, 16),  # 128-slot key tiles: block starts in both 64-bit words
+    _config(32, 32, 16, remainder_block_n=16),  # remainder tiles with their own (smaller) key tiles
+    FIRST_TILE_MAX,  # weights against the first key tile's row max, scores a tile ahead
+    _config(32, 128, 16, first_tile_max=True),  # ... with one partial key tile only
+    _config(32, 32, 16, remainder_block_n=16, first_tile_max=True),  # ... remainder tiles on smaller key tiles
+], ids=lambda config: config.describe())
 def test_small_key_tiles_share_many_tiny_clusters(config):
     """Small key tiles over 60 key clusters, most of size 1-3: many block starts per tile; query blocks
     split into full tiles and remainder tiles."""
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
-    config = AttentionConfig.parse(config)
     out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125)
     allowed = element_mask(plan, 128)
     oracle = masked_attention(q, k, v, allowed, 0.125, low_precision=False)
@@ -146,52 +149,33 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     assert relative_error(out, oracle) <= 2 * torch_error
 
 
-@pytest.mark.parametrize("text", ["128x128x8x3-r64x4", "128x64x8x3-r0-s-u", "64x64x4x2-r32x2", "128x128x8x3-r64x4x2",
-                                  "128x128x8x3-r64x4x3x64", "128x128x8x3-r64x4x2-m", "64x64x4x2-r0-s-u-m",
-                                  "128x64x8x3-r64x4x2-m-a", "128x128x8x3-r64x4x3x64-m-a2"])
-def test_config_label_round_trips(text):
-    config = AttentionConfig.parse(text)
-    assert config.label() == text and AttentionConfig.parse(config.label()) == config
+def test_config_describes_itself():
+    assert AttentionConfig().describe() == "128x128 tiles, 8 warps, 3 stages; remainder 64 rows, 4 warps"
+    assert (AttentionConfig(remainder_block_n=64, first_tile_max=True).describe()
+            == "128x128 tiles, 8 warps, 3 stages; remainder 64 rows, 4 warps, 64-key tiles; first-tile max")
+    assert _config(16, 16).describe() == "16x16 tiles, 4 warps, 1 stages; no remainder tiles"
 
 
-def test_scores_ahead_needs_the_fixed_maximum():
-    with pytest.raises(ValueError, match="scores_ahead"):
-        AttentionConfig.parse("128x64x8x3-r64x4-a")
-    with pytest.raises(ValueError, match="scores_ahead 3"):
-        AttentionConfig(fixed_max=True, scores_ahead=3)
-
-
-def test_remainder_stages_and_key_tile_equal_to_the_main_ones_are_the_default():
-    same = AttentionConfig.parse("128x128x8x3-r64x4x3x128")
-    assert same == AttentionConfig.parse("128x128x8x3-r64x4") and same.label() == "128x128x8x3-r64x4"
-    own = AttentionConfig.parse("128x128x8x3-r64x4x2x64")
-    assert (own.remainder_stages, own.remainder_block_n) == (2, 64)
-    assert AttentionConfig(remainder_block_n=64).label() == "128x128x8x3-r64x4x3x64"
-
-
-def test_longest_first_reorders_tiles_without_losing_any():
+def test_tiles_run_longest_first_and_cover_every_query_row_once():
     from svg2_core.triton_kernels.plan import build_launch
 
     _, _, _, plan = _problem(3, 192, 64, torch.float16, 4, 6, 9, 30, seed=5, density=0.4)
-    args = (plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes, plan.block_mask,
-            plan.dense_prefix, plan.dense_suffix, 192, 32, 32, 16)
-    in_order = build_launch(*args, longest_first=False)
-    longest = build_launch(*args, longest_first=True)
-    num_q_blocks = in_order.q_block_end.shape[1]
-    for tiles in (("q_tile_block", "q_tile_start"), ("rem_tile_block", "rem_tile_start")):
-        before = [getattr(in_order, name) for name in tiles]
-        after = [getattr(longest, name) for name in tiles]
-        for g in range(3):
-            pairs_before = sorted(zip(before[0][g].tolist(), before[1][g].tolist()))
-            pairs_after = [(b, s) for b, s in zip(after[0][g].tolist(), after[1][g].tolist())]
-            real_before = [p for p in pairs_before if p[0] < num_q_blocks]
-            real_after = [p for p in pairs_after if p[0] < num_q_blocks]
-            assert sorted(real_after) == real_before
-            # real tiles first, by their block's kept keys, longest first
-            assert all(p[0] < num_q_blocks for p in pairs_after[:len(real_after)])
-            work = [int(longest.kv_length[g, b]) for b, _ in real_after]
-            assert work == sorted(work, reverse=True)
-            assert len(set(work)) > 1  # the case really reorders something
+    launch = build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
+                          plan.block_mask, plan.dense_prefix, plan.dense_suffix, 192, 32, 32, 16)
+    num_q_blocks = launch.q_block_end.shape[1]
+    for g in range(3):
+        covered = torch.zeros(192, dtype=torch.int64)
+        for names, rows in ((("q_tile_block", "q_tile_start"), 32), (("rem_tile_block", "rem_tile_start"), 16)):
+            pairs = list(zip(*(getattr(launch, name)[g].tolist() for name in names)))
+            real = [(b, s) for b, s in pairs if b < num_q_blocks]
+            assert all(b < num_q_blocks for b, _ in pairs[:len(real)])  # real tiles first
+            work = [int(launch.kv_length[g, b]) for b, _ in real]
+            assert work == sorted(work, reverse=True)  # by their block's kept keys, longest first
+            for b, start in real:
+                covered[start:min(start + rows, int(launch.q_block_end[g, b]))] += 1
+            if rows == 32:
+                assert len(set(work)) > 1  # the case really reorders something
+        assert torch.equal(covered, torch.ones_like(covered))
 
 
 @pytest.mark.parametrize("chunk", [1024, 8])
@@ -205,7 +189,7 @@ def test_key_side_metadata_packs_kept_blocks_in_order(chunk, monkeypatch):
     _, _, _, plan = _problem(2, 192, 64, torch.float16, 4, 6, 9, 30, seed=7, density=0.4)
     block_n = 32
     launch = plan_module.build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
-                                      plan.block_mask, 4, 6, 192, 32, block_n, 16, longest_first=False)
+                                      plan.block_mask, 4, 6, 192, 32, block_n, 16)
     mask = block_mask_with_dense(plan.block_mask).cpu()
     k_sizes = block_sizes_with_dense(plan.k_cluster_sizes, 4, 6).cpu()
     k_starts = k_sizes.cumsum(-1) - k_sizes
@@ -224,13 +208,15 @@ def test_key_side_metadata_packs_kept_blocks_in_order(chunk, monkeypatch):
 
 def test_gpu_defaults_by_score_precision(monkeypatch):
     """On a GPU, int8 scores at head dim 128 run their remainder tiles on 64-key tiles (two programs per SM)
-    and take weights against the first key tile's max, scores a tile ahead; bf16 and head dim 64 keep the main
-    tiles' stages and the running max. The plan's tiles are the same either way."""
+    and take weights against the first key tile's max, scores a tile ahead; bf16 and head dim 64 keep the
+    online softmax. The plan's tiles are the same either way."""
     from svg2_core.triton_kernels import attention
 
     monkeypatch.setattr(attention, "interpreting", lambda: False)
     int8, bf16 = attention.default_config(128, qk_int8=True), attention.default_config(128)
-    assert int8.label() == "128x128x8x3-r64x4x3x64-m-a" and bf16.label() == "128x128x8x3-r64x4"
+    assert int8 == AttentionConfig(128, 128, 8, 3, 64, 4, remainder_block_n=64, first_tile_max=True)
+    assert bf16 == AttentionConfig(128, 128, 8, 3, 64, 4)
+    assert attention.default_config(64) == AttentionConfig(128, 64, 4, 3, 64, 4)
     assert (int8.block_m, int8.block_n, int8.remainder_m) == (bf16.block_m, bf16.block_n, bf16.remainder_m)
     assert attention.default_config(64, qk_int8=True) == attention.default_config(64)
     backend = TritonBackend()

@@ -2,12 +2,14 @@
 near-ties only), exact means for given labels, empty clusters keeping their centroid."""
 import pytest
 import torch
+import triton
 
 from triton_helpers import DEVICE
 
 from svg2_core.kmeans import kmeans_objective, kmeans_torch
 from svg2_core.kmeans import update_centroids as update_centroids_torch
 from svg2_core.triton_backend import TritonBackend
+from svg2_core.triton_kernels import kmeans as kmeans_kernels
 from svg2_core.triton_kernels.kmeans import (FP8_CENTROID_RANGE, Fp8Frame, assign_operands, assign_to_nearest,
                                             fp8_frame, points_to_fp8, sort_by_label, update_centroids)
 
@@ -21,12 +23,11 @@ def _points(num_problems, num_points, head_dim, dtype, seed=0):
     return points.to(DEVICE, dtype)
 
 
-@pytest.mark.parametrize("argmin", ["slots", "tile", "exact"])
 @pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 128), (torch.float16, 64)])
-def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim, argmin):
+def test_assignment_is_nearest_up_to_low_precision_rounding(dtype, head_dim):
     points = _points(2, 200, head_dim, dtype)
     centroids = points[:, :40].float() + 0.1
-    labels = assign_to_nearest(points, centroids, argmin)
+    labels = assign_to_nearest(points, centroids)
     distances = torch.cdist(points.double(), centroids.double()).square()  # [G, N, C]
     chosen = distances.gather(2, labels.long().unsqueeze(-1)).squeeze(-1)
     best = distances.min(-1).values
@@ -44,34 +45,37 @@ def _tied_centroids(points, num_clusters):
     return torch.cat([distinct, distinct], dim=1)[:, :num_clusters]
 
 
+def _integer_points_and_tied_centroids(num_points, num_clusters, seed):
+    """Coordinates in -2..2 at head dim 64: every product, norm and distance is a small integer, exact in bf16 /
+    fp32 whatever the order of the sums (CPU, BLAS or GPU), so ties are exact ties. Centroids come twice (copy
+    i + ceil(C / 2) of centroid i, often in another tile), and distinct ones tie often too."""
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randint(-2, 3, (2, num_points, 64), generator=generator).float()
+    distinct = torch.randint(-2, 3, (2, (num_clusters + 1) // 2, 64), generator=generator).float()
+    centroids = torch.cat([distinct, distinct], dim=1)[:, :num_clusters]
+    return points.to(DEVICE, torch.bfloat16), centroids.to(DEVICE)
+
+
 @pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])  # under, at, between and at a multiple of the tile
-def test_assignment_without_bounds_checks_gives_the_same_labels(num_clusters):
-    """Centroid tiles read without bounds checks (the operands padded with never-nearest centroids) give the
-    bounds-checked loop's labels exactly, ties included, for either arg-min that can check bounds."""
-    points = _points(2, 200, 128, torch.bfloat16)
-    centroids = _tied_centroids(points, num_clusters)
-    for argmin in ("tile", "exact"):
-        labels = assign_to_nearest(points, centroids, argmin, masked=True)
-        assert labels.max() < (num_clusters + 1) // 2  # every tie went to the first copy
-        assert torch.equal(assign_to_nearest(points, centroids, argmin), labels)
+def test_assignment_is_the_first_nearest_centroid_on_exact_ties(num_clusters):
+    """The slots arg-min over padded centroid tiles (no bounds checks) gives exactly the fp64 first arg-min:
+    the lower index wins a tie within a tile and the earlier tile across tiles, and no padding centroid is
+    ever chosen (distances <= 64 x 16 = 2^10 are far apart next to the 2^-7 the codes take)."""
+    points, centroids = _integer_points_and_tied_centroids(300, num_clusters, seed=num_clusters)
+    labels = assign_to_nearest(points, centroids)
+    distances = (points.double()[:, :, None, :] - centroids.double()[:, None, :, :]).square().sum(-1)
+    best = distances.min(-1, keepdim=True).values
+    first_nearest = (distances == best).int().argmax(-1)  # the lowest index among the exact minimums
+    assert torch.equal(labels.long(), first_nearest)
+    assert labels.max() < (num_clusters + 1) // 2  # every tie with a copy went to the first copy
+    assert ((distances == best).sum(-1) > 2).any()  # ties between distinct centroids happen too
 
 
-@pytest.mark.parametrize("argmin", ["slots", "tile"])
-@pytest.mark.parametrize("num_clusters", [40, 64, 150, 200])
-def test_packed_arg_min_keeps_ties_with_the_first_copy_and_the_exact_labels(num_clusters, argmin):
-    """The packed assignments (a code in the low mantissa bits, integer minimums): exact ties still go to the
-    lower index within a tile and to the earlier tile across tiles, and the labels are those of the
-    index-carrying reduction wherever two distances do not agree to fp32 rounding (here: all but <= 1%)."""
-    points = _points(2, 400, 128, torch.bfloat16, seed=3)
-    centroids = _tied_centroids(points, num_clusters)
-    packed = assign_to_nearest(points, centroids, argmin)
-    assert packed.max() < (num_clusters + 1) // 2
-    exact = assign_to_nearest(points, centroids, "exact", masked=True)
-    assert (packed == exact).float().mean() >= 0.99
-    distances = torch.cdist(points.double(), centroids.double()).square()
-    chosen = distances.gather(2, packed.long().unsqueeze(-1)).squeeze(-1)
-    other = distances.gather(2, exact.long().unsqueeze(-1)).squeeze(-1)
-    assert torch.all(chosen <= other * (1 + 2 ** -7))  # bf16 dot rounding, as in the test above
+def test_assign_configs_are_pruned_to_tiles_that_divide_the_padded_centroids():
+    configs = [triton.Config({"BLOCK_N": 128, "BLOCK_C": block_c}) for block_c in (64, 128, 256)]
+    prune = kmeans_kernels._configs_that_tile_the_centroids
+    assert [c.kwargs["BLOCK_C"] for c in prune(configs, {"padded_clusters": 192})] == [64]
+    assert [c.kwargs["BLOCK_C"] for c in prune(configs, {"padded_clusters": 256})] == [64, 128, 256]
 
 
 @pytest.mark.parametrize("num_clusters", [1, 63, 300, 1000])
@@ -86,29 +90,11 @@ def test_slot_codes_name_every_centroid_across_tiles(num_clusters):
     assert torch.equal(labels[0].long().cpu(), order)
 
 
-def test_explicit_tiles_give_the_autotuned_labels():
-    """The lab's tile sweep runs the same kernel at other tiles: 128-centroid tiles (fewer codes per slot, more
-    slots) and 32-point tiles name the same centroids; a tile that does not divide the padded count is refused."""
-    points = _points(2, 150, 64, torch.bfloat16, seed=5)
-    centroids = torch.randn(2, 250, 64, device=DEVICE) * 3  # padded to 256: two 128-centroid tiles
-    labels = assign_to_nearest(points, centroids)
-    assert torch.equal(assign_to_nearest(points, centroids, tiles=(32, 128, 4, 1)), labels)
-    with pytest.raises(ValueError, match="BLOCK_C 128 does not divide the 192"):
-        assign_to_nearest(points, centroids[:, :150], tiles=(32, 128, 4, 1))
-
-
-def test_assignment_rejects_unknown_or_unsupported_options():
+def test_fp8_points_need_their_frame():
     points = _points(1, 10, 64, torch.bfloat16)
-    frame = fp8_frame(points.float())
-    fp8_points = points_to_fp8(points, frame)
-    with pytest.raises(ValueError, match="float8 points need their Fp8Frame"):
+    fp8_points = points_to_fp8(points, fp8_frame(points.float()))
+    with pytest.raises(ValueError, match="float8 points need the Fp8Frame"):
         assign_to_nearest(fp8_points, points.float())
-    with pytest.raises(ValueError, match="argmin='exact'"):
-        assign_to_nearest(fp8_points, points.float(), "exact", frame=frame)
-    with pytest.raises(ValueError, match="argmin='fast'"):
-        assign_to_nearest(points, points.float(), "fast")
-    with pytest.raises(ValueError, match="masked=True"):
-        assign_to_nearest(points, points.float(), "slots", masked=True)
 
 
 def test_nan_points_get_labels_in_range():
@@ -168,8 +154,7 @@ def test_fp8_operands_are_centered_scaled_and_rounded_to_nearest_even():
         assign_operands(centroids, torch.float8_e4m3fn)
 
 
-@pytest.mark.parametrize("argmin", ["slots", "tile"])
-def test_fp8_assignment_is_the_nearest_of_the_rounded_operands(argmin):
+def test_fp8_assignment_is_the_nearest_of_the_rounded_operands():
     """fp8 points and centroids: the labels are the nearest centroids of the rounded operands (float64
     distances between the fp8 values, up to the tensor cores' accumulation), exact ties go to the first
     copy, and where they differ from the unrounded nearest, the chosen centroid is nearly as near: by the
@@ -179,7 +164,7 @@ def test_fp8_assignment_is_the_nearest_of_the_rounded_operands(argmin):
     centroids = _tied_centroids(points, 120)
     frame = fp8_frame(centroids)
     points8 = points_to_fp8(points, frame)
-    labels = assign_to_nearest(points8, centroids, argmin, frame=frame)
+    labels = assign_to_nearest(points8, centroids, frame=frame)
     assert labels.max() < 60
     c8 = _e4m3((centroids - frame.means[:, None]) / frame.scales[:, None, None] * -2.0).double() / -2.0
     rounded = torch.cdist(points8.double(), c8).square()
@@ -242,11 +227,10 @@ def test_sort_by_label_groups_each_cluster():
     (65, 300, 1000),  # 65,000 (problem, cluster) slots: the largest keys int16 holds after the shift
     (66, 300, 1000),  # 66,000: int32 keys
 ])
-@pytest.mark.parametrize("narrow_keys", [None, False])
-def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters, narrow_keys):
+def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_points, num_clusters):
     """The contract the update kernel and the plan rely on (and any faster sort must keep): clusters in
-    (problem, label) order, each listing its points in token order, with exact offsets; int16 keys where
-    they fit (the default) and int32 keys give the same."""
+    (problem, label) order, each listing its points in token order, with exact offsets, with int16 keys
+    where they fit and int32 keys above."""
     generator = torch.Generator().manual_seed(num_points)
     labels = torch.randint(0, num_clusters, (num_problems, num_points), generator=generator, dtype=torch.int32)
     labels[:, :200] = labels[:, :1]  # a long run of one label
@@ -254,7 +238,7 @@ def test_label_sort_is_a_stable_sort_by_problem_and_label(num_problems, num_poin
     expected = torch.sort(keys, stable=True).indices.to(torch.int32)
     expected_offsets = torch.searchsorted(keys[expected.long()], torch.arange(num_problems * num_clusters + 1),
                                           out_int32=True)
-    sorted_points, offsets = sort_by_label(labels.to(DEVICE), num_clusters, narrow_keys)
+    sorted_points, offsets = sort_by_label(labels.to(DEVICE), num_clusters)
     assert sorted_points.dtype == torch.int32 and offsets.dtype == torch.int32
     assert torch.equal(sorted_points.cpu(), expected)
     assert torch.equal(offsets.cpu(), expected_offsets)
@@ -271,15 +255,16 @@ def test_kmeans_reaches_the_reference_objective_on_strided_points():
     assert torch.all(ours <= theirs * 1.01)
 
 
-def test_kmeans_leaves_its_label_sort_for_the_plan():
-    from svg2_core.triton_kernels.plan import LABEL_SORT_ATTRIBUTE, cluster_rows
+def test_kmeans_hands_its_label_sort_to_the_plan():
+    from svg2_core.triton_kernels.plan import cluster_rows
 
     points = _points(2, 120, 64, torch.float16, seed=5)
     result = TritonBackend().kmeans(points, points[:, :10].float(), 2)
-    reused = cluster_rows(result.labels, 10, 124, 1, 3)
-    fresh = cluster_rows(result.labels.clone(), 10, 124, 1, 3)
-    assert getattr(result.labels, LABEL_SORT_ATTRIBUTE) is not None
-    assert torch.equal(reused.sort(-1).values, fresh.sort(-1).values)  # the same rows ...
+    assert torch.equal(result.label_sort, sort_by_label(result.labels, 10)[0])
+    reused = cluster_rows(result.labels, 10, 124, 1, 3, label_sort=result.label_sort)
+    fresh = cluster_rows(result.labels, 10, 124, 1, 3)
+    assert torch.equal(reused, fresh)
+    assert kmeans_torch(points, points[:, :10].float(), 1).label_sort is None
     middle = (reused[:, 1:121] - torch.arange(2, device=DEVICE).unsqueeze(1) * 124 - 1).long()
     sorted_labels = result.labels.gather(1, middle)
     assert torch.all(sorted_labels[:, 1:] >= sorted_labels[:, :-1])  # ... grouped by cluster

@@ -3,7 +3,9 @@ against the fp32 emulation of the same rule (svg2_core.quantize)."""
 import pytest
 import torch
 
-from triton_helpers import DEVICE, element_mask, masked_attention, relative_error
+from oracle import masked_attention, relative_error
+from oracle import plan_mask as element_mask
+from triton_helpers import DEVICE
 
 from svg2_core import SVG2Config, svg2_attention
 from svg2_core.backends import ClusterPlan, TorchBackend
@@ -102,11 +104,15 @@ def test_int8_kernel_matches_the_int8_reference(num_problems, num_tokens, head_d
     assert relative_error(out, oracle) < relative_error(out, exact)
 
 
-@pytest.mark.parametrize("config", ["16x16x4x1-r8-s", "32x128x4x1-r16", "32x32x4x1-r16x4x1x16", "16x16x4x1-r8-m",
-                                    "16x16x4x1-r8-s-m-a", "16x16x4x1-r8-m-a2"])
-def test_int8_kernel_with_sorted_keys_and_remainder_tiles(config):
+@pytest.mark.parametrize("config", [
+    AttentionConfig(32, 128, 4, 1, remainder_m=16),  # 128-slot key tiles, one partial
+    AttentionConfig(32, 32, 4, 1, remainder_m=16, remainder_block_n=16),  # remainder tiles on smaller key tiles
+    AttentionConfig(16, 16, 4, 1, remainder_m=8, first_tile_max=True),  # the int8 default's loop, small tiles
+    AttentionConfig(32, 32, 4, 1, remainder_m=16, remainder_block_n=16, first_tile_max=True),
+], ids=lambda config: config.describe())
+def test_int8_kernel_with_remainder_tiles(config):
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
-    out = TritonBackend(AttentionConfig.parse(config)).sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
+    out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
     reference = TorchBackend().sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
     allowed = element_mask(plan, 128)
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True),

@@ -4,16 +4,14 @@ Each program owns one query tile (BLOCK_M rows of one query block) and streams t
 kept key blocks, packed back to back so that small key clusters share BLOCK_N-wide tiles. A query block is
 cut into full BLOCK_M-row tiles plus, when its remainder fits, one REMAINDER_M-row tile run by a second
 launch of the same kernel (less query padding). q and out stay in the original token order (rows gathered /
-scattered through `q_rows`).
+scattered through `q_rows`), and k / v are read in place through the plan's `k_rows`.
 
 The keys of a query block are read through a row table (`kv_rows`: the k / v row of every packed slot),
 built once per query block by `_kv_rows_kernel` from the plan's per-tile block-start masks and shared by
 the block's tiles. The attention loop then only loads the next tile's rows (an affine load the pipeliner
-can run ahead) instead of decoding them per slot (measured on the H200 at the Wan 14B shape, 30% of the
-keys in one contiguous layout: 87.8 -> 74.4 ms, BENCHMARKS.md session 2). The table holds N slots per
-query block, so it is built and consumed for a few problems (batch x heads) at a time, keeping it within
-the size of q + k + v. By default the rows point into the original k / v (no sorted copy);
-`sorted_keys` gathers k / v into cluster order first.
+can run ahead) instead of decoding them per slot, which keeps the loop's loads off its critical path. The
+table holds N slots per query block, so it is built and consumed for a few problems (batch x heads) at a
+time, keeping it within the size of q + k + v.
 """
 from __future__ import annotations
 
@@ -35,18 +33,14 @@ _LOG2_E = 1.4426950408889634
 class AttentionConfig:
     """Tile sizes and launch shape of the sparse attention kernel.
 
-    remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every
-    tile is block_m rows); remainder_warps, remainder_stages, remainder_block_n: its warps, pipeline stages
-    and key tile (0: num_stages, block_n), so that with less shared memory two of its programs fit on an SM.
-    sorted_keys: read k / v from a cluster-sorted copy (one gather pass and 2/3 of q + k + v extra memory)
-    instead of straight from the original rows.
-    longest_first: launch the tiles of query blocks with the most kept keys first (build_launch).
-    fixed_max: the weights of every key tile after the first are taken against the row max of the first
-    (`_key_tiles(FIXED_MAX=True)`): no row max, no rescaling between the score MMA and the P V MMA.
-    scores_ahead (with fixed_max): the next key tile's score MMA is issued before this tile's P V MMA
-    (`_scores_ahead_key_tiles`), so a tile's weights are computed while the tensor cores run the P V before;
-    1: key rows carried across iterations, 2: loaded in each iteration (fewer registers spill, yet slower:
-    run 68).
+    block_m x block_n query x key tiles, num_warps, num_stages (software pipeline depth).
+    remainder_m: rows of the tile that takes a query block's last <= remainder_m rows (0: none, every tile is
+    block_m rows); remainder_warps, remainder_block_n: its warps and key tile (0: block_n), so that with less
+    shared memory two of its programs fit on an SM; it pipelines num_stages deep like the main tiles.
+    first_tile_max: every key tile's weights are taken against the row max of the query block's first key
+    tile, and the next tile's score MMA is issued before this tile's P V MMA (`_first_tile_max_key_tiles`):
+    no running max, no rescaling, and a tile's exponentials overlap the previous tile's P V on the tensor
+    cores. A query tile whose row sums overflow is recomputed with the online softmax.
     """
 
     block_m: int = 128
@@ -55,81 +49,52 @@ class AttentionConfig:
     num_stages: int = 3
     remainder_m: int = 64
     remainder_warps: int = 4
-    remainder_stages: int = 0
     remainder_block_n: int = 0
-    sorted_keys: bool = False
-    longest_first: bool = True
-    fixed_max: bool = False
-    scores_ahead: int = 0
+    first_tile_max: bool = False
 
-    def __post_init__(self):
-        if self.scores_ahead not in (0, 1, 2):
-            raise ValueError(f"scores_ahead {self.scores_ahead!r}: 0 (off), 1 or 2")
-        if self.scores_ahead and not self.fixed_max:
-            raise ValueError("scores_ahead (-a) needs fixed_max (-m)")
-
-    @classmethod
-    def parse(cls, text: str) -> "AttentionConfig":
-        """`BMxBNxWARPSxSTAGES[-rRM[xRW[xRS[xRN]]]][-s][-u][-m]`, e.g. `128x64x8x3-r64x4`, `128x128x8x3-r64x4x3x64`
-        (remainder tiles with 3 stages of 64-key tiles); `-r0` disables the remainder
-        tile, `-s` reads keys from a cluster-sorted copy, `-u` launches tiles in block order, `-m` takes
-        weights against the first key tile's row max (fixed_max), `-a` issues scores a tile ahead."""
-        head, *options = text.split("-")
-        block_m, block_n, warps, stages = map(int, head.split("x"))
-        values = dict(block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages, remainder_m=0)
-        for option in options:
-            if option == "s":
-                values["sorted_keys"] = True
-            elif option == "u":
-                values["longest_first"] = False
-            elif option == "m":
-                values["fixed_max"] = True
-            elif option == "a":
-                values["scores_ahead"] = 1
-            elif option == "a2":
-                values["scores_ahead"] = 2
-            elif option.startswith("r"):
-                parts = option[1:].split("x")
-                values["remainder_m"] = int(parts[0])
-                for key, part in zip(("remainder_warps", "remainder_stages", "remainder_block_n"), parts[1:]):
-                    values[key] = int(part)
-                # the main tiles' stages / key tile written out mean the default (0), so labels round-trip
-                if values.get("remainder_stages") == stages:
-                    values["remainder_stages"] = 0
-                if values.get("remainder_block_n") == block_n:
-                    values["remainder_block_n"] = 0
-            else:
-                raise ValueError(f"unknown option {option!r} in {text!r}")
-        return cls(**values)
-
-    def label(self) -> str:
-        text = f"{self.block_m}x{self.block_n}x{self.num_warps}x{self.num_stages}"
-        text += f"-r{self.remainder_m}x{self.remainder_warps}" if self.remainder_m else "-r0"
-        if self.remainder_m and (self.remainder_stages or self.remainder_block_n):
-            text += f"x{self.remainder_stages or self.num_stages}"
-            text += f"x{self.remainder_block_n}" if self.remainder_block_n else ""
-        return (text + ("-s" if self.sorted_keys else "") + ("" if self.longest_first else "-u")
-                + ("-m" if self.fixed_max else "") + ({0: "", 1: "-a", 2: "-a2"}[int(self.scores_ahead)]))
+    def describe(self) -> str:
+        """A short human description, e.g. `128x128 tiles, 8 warps, 3 stages; remainder 64 rows, 4 warps`."""
+        text = f"{self.block_m}x{self.block_n} tiles, {self.num_warps} warps, {self.num_stages} stages"
+        if self.remainder_m:
+            text += f"; remainder {self.remainder_m} rows, {self.remainder_warps} warps"
+            if self.remainder_block_n and self.remainder_block_n != self.block_n:
+                text += f", {self.remainder_block_n}-key tiles"
+        else:
+            text += "; no remainder tiles"
+        return text + ("; first-tile max" if self.first_tile_max else "")
 
 
 def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
-    """The tiles measured fastest on the H200 (BENCHMARKS.md). With int8 scores at head dim 128:
-    - weights against the first key tile's row max, the next tile's scores issued before this tile's P V
-      (`-m-a`): run 63, Wan 14B at 30%, 74.29 / 74.41 ms against 76.83 / 76.96 for `-m` alone (run 61: `-m`
-      76.90-77.19 against 79.13-80.59 for neither), though the 128-key main tiles' registers spill;
-    - remainder tiles (64 query rows) of 64 keys with 3 stages (`-r64x4x3x64`): no spills, 2 programs per SM;
-      run 68, Wan 14B at 30%: 71.99 / 72.10 ms against 77.03 / 76.96 for 128-key remainder tiles with 2
-      stages (run 67: 72.21 / 73.40 against 77.33 / 77.82); with `-a2`: 77.48 / 77.21 (not taken).
-    In bf16 two stages do not make room for a second program (145 KB) and were 2% slower (Wan 1.3B, run 56),
-    and `-m-a` needs more shared memory than a block has at 3 stages."""
+    """The tiles measured fastest on the H200 (BENCHMARKS.md).
+
+    Head dim 128, bf16 / fp16 scores: 128 x 128 tiles, 8 warps, 3 stages, remainder tiles of 64 rows x 4 warps
+    (two stages would not make room for a second program and are slower; the first-tile max needs more shared
+    memory than a block has at 3 stages). Head dim 128, int8 scores: the first-tile max with scores a tile
+    ahead (shorter dependency chain per key tile, though the main tiles' registers spill), and remainder tiles
+    of 64 keys, which spill nothing and fit two programs per SM. Head dim 64: 128 x 64 tiles, 4 warps."""
     if interpreting():
         return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16)
     if head_dim <= 64:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
                                remainder_warps=4)
     if qk_int8:
-        return AttentionConfig(remainder_block_n=64, fixed_max=True, scores_ahead=1)
+        return AttentionConfig(remainder_block_n=64, first_tile_max=True)
     return AttentionConfig()
+
+
+def attention_launches(config: AttentionConfig) -> list[tuple[int, int, int, int]]:
+    """(block_m, block_n, num_warps, num_stages) of the kernel's launches under `config`: the main tiles, then
+    the remainder tiles when config.remainder_m."""
+    launches = [(config.block_m, config.block_n, config.num_warps, config.num_stages)]
+    if config.remainder_m:
+        launches.append((config.remainder_m, config.remainder_block_n or config.block_n, config.remainder_warps,
+                         config.num_stages))
+    return launches
+
+
+# The row table's launch: key tiles walked per step and warps per program.
+ROW_TABLE_TILES = 4
+ROW_TABLE_WARPS = 2
 
 
 @triton.jit
@@ -147,10 +112,10 @@ def _popcount64(x, USE_ASM: tl.constexpr):
 @triton.jit
 def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv_tile_starts_ptr,
                     first_problem, num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
-                    BLOCK_N: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr, USE_ASM: tl.constexpr,
-                    ORIGINAL_ROWS: tl.constexpr):
+                    BLOCK_N: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr, USE_ASM: tl.constexpr):
     """kv_rows[p, b, s] = row (within the problem) of k / v under packed slot s of query block b, for the
     problems first_problem + p of this chunk; slots past the block's kv_length are left unwritten.
+    k_rows [G, N]: the flat k / v row of each cluster-sorted key position (the plan's).
 
     Walks the block's BLOCK_N-slot key tiles, TILES at a time. Bit r of a tile's start mask (low word: slots
     0-63, high word: 64-127) is set where a kept block starts at slot r, so the packed block of slot r is the
@@ -181,18 +146,17 @@ def _kv_rows_kernel(kv_rows_ptr, k_rows_ptr, kv_length_ptr, kv_row_shift_ptr, kv
         slots = tiles[:, None] * BLOCK_N + within[None, :]
         slot_ok = slots < kv_length
         shift = tl.load(row_shift_ptr + tile_kept_before[:, None] + starts_up_to - 1, mask=slot_ok, other=0)
-        rows = tl.where(slot_ok, slots + shift, 0)
-        if ORIGINAL_ROWS:
-            flat = tl.load(k_rows_ptr + problem.to(tl.int64) * num_tokens + rows, mask=slot_ok, other=0)
-            rows = flat - problem * num_tokens
+        sorted_rows = tl.where(slot_ok, slots + shift, 0)
+        flat = tl.load(k_rows_ptr + problem.to(tl.int64) * num_tokens + sorted_rows, mask=slot_ok, other=0)
+        rows = flat - problem * num_tokens
         tl.store(out_base + slots, rows, mask=slot_ok)
         kept_before += tl.sum(starts_in_tile, axis=0)
 
 
-# With fixed_max, a tile's weights are 2^(score - the row's max over the first key tile), >= 1 where scores
-# rise above that max. A query tile whose row sums pass this (never at real inputs: 2^100 is a score 69 above
-# the first tile's max, in natural-log units) is recomputed with the running maximum, so nothing can overflow.
-FIXED_MAX_SUM_LIMIT = tl.constexpr(2.0 ** 100)
+# With the first-tile max, a tile's weights are 2^(score - the row's max over the first key tile), >= 1 where
+# scores rise above that max. A query tile whose row sums pass this (never at real inputs: 2^100 is a score 69
+# above the first tile's max, in natural-log units) is recomputed with the online softmax, so nothing overflows.
+FIRST_TILE_MAX_SUM_LIMIT = tl.constexpr(2.0 ** 100)
 
 
 @triton.jit
@@ -233,23 +197,6 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_
 
 
 @triton.jit
-def _attend_fixed(q, k, v, m_ref, l_i, acc, qk_scale, slot_ok, first, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
-    """One key tile against a fixed reference: p = 2^(score - m_ref), m_ref the row max of the query block's
-    first key tile (taken here when `first`), so no later tile waits for a reduction of its scores and the
-    accumulator is never rescaled. Returns (m_ref, l_i, acc)."""
-    scores = _tile_scores(q, k, QK_INT8)
-    row_scale = _row_scale(qk_scale, QK_INT8)
-    if MASKED:
-        scores = tl.where(slot_ok[None, :], scores, float("-inf"))
-    if first:
-        m_ref = tl.max(scores, axis=1) * qk_scale  # the first tile has a kept slot in every row
-    p = tl.math.exp2(scores * row_scale - m_ref[:, None])
-    l_i += tl.sum(p, axis=1)
-    acc = tl.dot(p.to(v.dtype), v, acc)
-    return m_ref, l_i, acc
-
-
-@triton.jit
 def _load_rows(base, rows, dims, stride_n, UPCAST: tl.constexpr):
     """Rows [BLOCK_N, HEAD_DIM] of k or v (UPCAST: fp32, for the interpreter)."""
     tile = tl.load(base + rows[:, None] * stride_n + dims[None, :])
@@ -267,11 +214,10 @@ def _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST: t
 @triton.jit
 def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, QK_INT8: tl.constexpr,
-               UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr):
-    """Softmax over all kv_length packed key slots of the query block: (m_i, l_i, acc), acc / l_i the output.
-    The online softmax (`_attend`), or (FIXED_MAX) every tile's weights against the first tile's row max
-    (`_attend_fixed`; m_i is that max, and the output holds unless l_i passed FIXED_MAX_SUM_LIMIT)."""
-    m_i = tl.full([BLOCK_M], 0.0 if FIXED_MAX else float("-inf"), tl.float32)  # (fixed: set by the first tile)
+               UPCAST: tl.constexpr):
+    """The online softmax (`_attend`) over all kv_length packed key slots of the query block: (l_i, acc),
+    acc / l_i the output."""
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     within = tl.arange(0, BLOCK_N)
@@ -283,31 +229,25 @@ def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, 
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         next_slots = key_start + BLOCK_N + within
         rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
-        if FIXED_MAX:
-            m_i, l_i, acc = _attend_fixed(q, k, v, m_i, l_i, acc, qk_scale, within, key_start == 0, False, QK_INT8)
-        else:
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         slot_ok = full_end + within < kv_length
-        if FIXED_MAX:
-            m_i, l_i, acc = _attend_fixed(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, full_end == 0, True, QK_INT8)
-        else:
-            m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
-    return m_i, l_i, acc
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
+    return l_i, acc
 
 
 @triton.jit
-def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                            QK_INT8: tl.constexpr, UPCAST: tl.constexpr, ROWS_IN_LOOP: tl.constexpr):
-    """`_key_tiles(FIXED_MAX=True)` pipelined by hand: iteration j takes key tile j's weights from the scores of
+def _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                              QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+    """Softmax over all kv_length packed key slots with every tile's weights against a fixed reference,
+    p = 2^(score - m_ref), m_ref the row max of the query block's first key tile: no later tile waits for a
+    reduction of its scores and the accumulator is never rescaled (the output holds unless l_i passes
+    FIRST_TILE_MAX_SUM_LIMIT). Pipelined by hand: iteration j takes key tile j's weights from the scores of
     iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
-    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc).
-    ROWS_IN_LOOP: load the rows of tiles j and j + 1 in iteration j instead of carrying them (sm_90 SASS at
-    128 x 128, int8: 120 instead of 232 B of spilled registers, and 51 of the 64 exponentials issued before
-    the wait for the score MMA instead of none; yet slower at Wan 14B, run 68: 77.2-77.5 vs 72.0-72.1 ms)."""
+    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
     row_scale = _row_scale(qk_scale, QK_INT8)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -320,26 +260,18 @@ def _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n,
     first_max = tl.max(tl.where((within < kv_length)[None, :], scores, float("-inf")), axis=1) * qk_scale
     m_ref = tl.where(first_max > float("-inf"), first_max, 0.0)  # a block without keys: no tile at all
     for tile in range(0, num_tiles - 1):  # tile j is full (a later one exists)
-        if ROWS_IN_LOOP:
-            rows = tl.load(rows_base + tile * BLOCK_N + within)
-            next_slots = (tile + 1) * BLOCK_N + within
-            rows_next = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
         v = _load_rows(v_base, rows, dims, v_stride_n, UPCAST)
         k = _load_rows(k_base, rows_next, dims, k_stride_n, UPCAST)
-        if not ROWS_IN_LOOP:
-            after_next = (tile + 2) * BLOCK_N + within
-            # (a value carried two iterations stops Triton's pipeliner; rows >= 0, so this is rows_next, not
-            # the loop argument itself)
-            rows = tl.maximum(rows_next, 0)
-            rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
+        after_next = (tile + 2) * BLOCK_N + within
+        # (a value carried two iterations stops Triton's pipeliner; rows >= 0, so this is rows_next, not
+        # the loop argument itself)
+        rows = tl.maximum(rows_next, 0)
+        rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
         l_i += tl.sum(p, axis=1)
         p = p.to(v.dtype)  # before the score MMA: its fp32 form must not be live beside the new scores
         scores = _tile_scores(q, k, QK_INT8)
         acc = tl.dot(p, v, acc)
-    if ROWS_IN_LOOP:
-        last_slots = tl.maximum(num_tiles - 1, 0) * BLOCK_N + within
-        rows = tl.load(rows_base + last_slots, mask=last_slots < kv_length, other=0)
     if num_tiles > 0:
         # -- the last tile, maybe partial: slots past kv_length are masked --
         v = _load_rows(v_base, rows, dims, v_stride_n, UPCAST)
@@ -358,13 +290,11 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIXED_MAX: tl.constexpr = False,
-                             SCORES_AHEAD: tl.constexpr = 0):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIRST_TILE_MAX: tl.constexpr = False):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
-    pointers are unused. FIXED_MAX: `_key_tiles(FIXED_MAX=True)`, with the exact loop again for a query tile
-    whose weights grew past FIXED_MAX_SUM_LIMIT; SCORES_AHEAD (with FIXED_MAX): `_scores_ahead_key_tiles`,
-    1 with the key rows carried, 2 with them loaded in each iteration."""
+    pointers are unused. FIRST_TILE_MAX: `_first_tile_max_key_tiles`, with the online softmax again for a
+    query tile whose weights grew past FIRST_TILE_MAX_SUM_LIMIT; else the online softmax (`_key_tiles`)."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -396,22 +326,17 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     # one 64-bit base per problem; offsets inside it are int32 (N x token stride < 2^31)
     k_base = k_ptr + batch_index * k_stride_b + head_index * k_stride_h
     v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
-    if FIXED_MAX:
-        if SCORES_AHEAD:
-            l_i, acc = _scores_ahead_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                               qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST,
-                                               SCORES_AHEAD == 2)
-        else:
-            _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
-                                     dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, True)
+    if FIRST_TILE_MAX:
+        l_i, acc = _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
+                                             qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
         # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
-        overflow = (l_i > FIXED_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
+        overflow = (l_i > FIRST_TILE_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
         if tl.max(overflow.to(tl.int32)) > 0:
-            _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
-                                     dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, False)
+            l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
+                                  dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
     else:
-        _, l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
-                                 BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, False)
+        l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
+                              BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
@@ -428,28 +353,24 @@ def problems_per_chunk(num_problems: int, num_q_blocks: int, num_tokens: int, he
     return max(1, min(num_problems, num_problems * qkv_bytes_per_problem // table_bytes_per_problem))
 
 
-def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem: int, problems: int,
-                   original_rows: bool = True, num_warps: int = 2, tiles: int = 4) -> None:
-    """kv_rows [P, Bq, N] int32 (P >= problems): for problems first_problem .. + problems, the k / v row of
-    every packed key slot of every query block, rows of the original k / v (original_rows) or of their
-    cluster-sorted copies. One program per (query block, problem), `tiles` key tiles per step (H200, Wan
-    14B at density 0.15: 0.89 ms with 4 tiles x 2 warps, 0.90-1.09 ms for the other shapes tried)."""
+def fill_row_table(kv_rows: torch.Tensor, launch: AttentionLaunch, first_problem: int, problems: int) -> None:
+    """kv_rows [P, Bq, N] int32 (P >= problems): for problems first_problem .. + problems, the row of the
+    original k / v under every packed key slot of every query block. One program per (query block, problem),
+    ROW_TABLE_TILES key tiles per step (the fastest of the shapes tried on the H200)."""
     num_tokens = launch.q_rows.shape[1]
     num_q_blocks, num_k_blocks = launch.kv_row_shift.shape[1:]
     num_kv_tiles = launch.kv_tile_starts.shape[2] // launch.kv_words
     _kv_rows_kernel[(num_q_blocks, problems)](
         kv_rows, launch.k_rows, launch.kv_length, launch.kv_row_shift, launch.kv_tile_starts, first_problem,
         num_tokens, num_q_blocks, num_k_blocks, num_kv_tiles,
-        BLOCK_N=launch.block_n, WORDS=launch.kv_words, TILES=tiles, USE_ASM=not interpreting(),
-        ORIGINAL_ROWS=original_rows, num_warps=num_warps)
+        BLOCK_N=launch.block_n, WORDS=launch.kv_words, TILES=ROW_TABLE_TILES, USE_ASM=not interpreting(),
+        num_warps=ROW_TABLE_WARPS)
 
 
-def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Tensor,
-                     launch: AttentionLaunch, scale: float, config: AttentionConfig,
-                     qk_int8: bool = False) -> torch.Tensor:
-    """q: [G, N, D] or [B, H, N, D] in original order; k_source, v_source: the same shape, the original k, v
-    or (config.sorted_keys) their cluster-sorted copies (rows = launch.k_rows). All read in place (any
-    strides, last dim contiguous; svg2_core.problems), one dtype (fp16/bf16). qk_int8: scores from int8 codes
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch, scale: float,
+                     config: AttentionConfig, qk_int8: bool = False) -> torch.Tensor:
+    """q, k, v: [G, N, D] or [B, H, N, D] in original order, read in place (any strides, last dim contiguous;
+    svg2_core.problems), one dtype (fp16/bf16). qk_int8: scores from int8 codes
     of q and k (svg2_core.quantize), coded first (triton_kernels.quantize).
 
     Tiles come from `launch`, warps and stages from `config`. Returns out in q's shape, dtype, original
@@ -460,38 +381,39 @@ def sparse_attention(q: torch.Tensor, k_source: torch.Tensor, v_source: torch.Te
     out = torch.empty_like(q)
     if qk_int8:
         q, q_scale = quantize_queries(q)
-        k_source, k_scale = quantize_keys(k_source)
+        k, k_scale = quantize_keys(k)
     else:
         q_scale = k_scale = torch.empty(0, dtype=torch.float32, device=q.device)
     # the kernel's key offsets within a problem are int32: rows too far apart are read from a compact copy
-    if num_tokens * ProblemStrides.of(k_source).token >= 2 ** 31:
-        k_source = k_source.contiguous()
-    if num_tokens * ProblemStrides.of(v_source).token >= 2 ** 31:
-        v_source = v_source.contiguous()
-    q_strides, k_strides, v_strides = ProblemStrides.of(q), ProblemStrides.of(k_source), ProblemStrides.of(v_source)
+    if num_tokens * ProblemStrides.of(k).token >= 2 ** 31:
+        k = k.contiguous()
+    if num_tokens * ProblemStrides.of(v).token >= 2 ** 31:
+        v = v.contiguous()
+    q_strides, k_strides, v_strides = ProblemStrides.of(q), ProblemStrides.of(k), ProblemStrides.of(v)
     if k_strides.heads != q_strides.heads or v_strides.heads != q_strides.heads:
-        raise ValueError(f"k / v {tuple(k_source.shape)}, {tuple(v_source.shape)} and q {tuple(q.shape)} must "
+        raise ValueError(f"k / v {tuple(k.shape)}, {tuple(v.shape)} and q {tuple(q.shape)} must "
                          "have the same batch x heads layout")
     out_strides = ProblemStrides.of(out)
     num_q_blocks = launch.q_block_end.shape[1]
     chunk = problems_per_chunk(num_problems, num_q_blocks, num_tokens, head_dim, q.element_size())
     kv_rows = torch.empty(chunk, num_q_blocks, num_tokens, dtype=torch.int32, device=q.device)
-    launches = [(launch.q_tile_block, launch.q_tile_start, launch.block_m, config.block_n, config.num_warps,
-                 config.num_stages)]
-    if launch.remainder_m:
-        launches.append((launch.rem_tile_block, launch.rem_tile_start, launch.remainder_m,
-                         config.remainder_block_n or config.block_n, config.remainder_warps,
-                         config.remainder_stages or config.num_stages))
+    main, *remainder = attention_launches(config)
+    if (main[0], main[1]) != (launch.block_m, launch.block_n) or bool(remainder) != bool(launch.remainder_m) or (
+            remainder and remainder[0][0] != launch.remainder_m):
+        raise ValueError(f"launch tiles ({launch.block_m}x{launch.block_n}, remainder {launch.remainder_m}) do "
+                         f"not match the config ({config.describe()})")
+    tiles = [(launch.q_tile_block, launch.q_tile_start, *main)]
+    if remainder:
+        tiles.append((launch.rem_tile_block, launch.rem_tile_start, *remainder[0]))
     for first_problem in range(0, num_problems, chunk):
         problems = min(chunk, num_problems - first_problem)
-        fill_row_table(kv_rows, launch, first_problem, problems, original_rows=not config.sorted_keys)
-        for tile_block, tile_start, block_m, block_n, warps, stages in launches:
+        fill_row_table(kv_rows, launch, first_problem, problems)
+        for tile_block, tile_start, block_m, block_n, warps, stages in tiles:
             num_tiles = tile_block.shape[1]
             _sparse_attention_kernel[(num_tiles, problems)](
-                q, k_source, v_source, out, q_scale, k_scale, launch.q_rows, tile_block, tile_start, launch.q_block_end,
+                q, k, v, out, q_scale, k_scale, launch.q_rows, tile_block, tile_start, launch.q_block_end,
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), FIXED_MAX=config.fixed_max,
-                SCORES_AHEAD=int(config.scores_ahead), num_warps=warps, num_stages=stages)
+                UPCAST=interpreting(), FIRST_TILE_MAX=config.first_tile_max, num_warps=warps, num_stages=stages)
     return out

@@ -32,13 +32,6 @@ def _configs_that_tile_the_centroids(configs, named_args, **kwargs):
     return [config for config in configs if named_args["padded_clusters"] % config.kwargs["BLOCK_C"] == 0]
 
 
-# the assignment's arg-min (the kernel's ARGMIN)
-ARGMIN_SLOTS = tl.constexpr(0)  # production: running packed minimum per (row, column pair) over all tiles
-ARGMIN_TILE = tl.constexpr(1)  # column packed per tile, reduced per tile (session 9's production)
-ARGMIN_EXACT = tl.constexpr(2)  # float minimum carrying the index (the tests' and the lab's reference)
-ARGMINS = {"slots": ARGMIN_SLOTS.value, "tile": ARGMIN_TILE.value, "exact": ARGMIN_EXACT.value}
-
-
 @triton.jit
 def _round_to_e4m3(values):
     """fp32 -> the nearest float8 e4m3 value (round to nearest even, saturating at +-448), still fp32. The GPU's
@@ -52,60 +45,21 @@ def _round_to_e4m3(values):
 
 
 @triton.jit
-def _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM: tl.constexpr,
-                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr, MASKED: tl.constexpr, PACKED: tl.constexpr):
-    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C: ||c||^2 - 2 x.c, which orders a row's
-    centroids like the distance does, or with PACKED the whole ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to
+def _tile_distances(x, x_sq, centroid_base, norm_base, start, dims, HEAD_DIM: tl.constexpr,
+                    BLOCK_C: tl.constexpr, UPCAST: tl.constexpr):
+    """[BLOCK_N, BLOCK_C] for centroids start .. start + BLOCK_C: ||x||^2 + ||c||^2 - 2 x.c (>= 0 up to
     rounding), the accumulator starting from the two norms (as many instructions as from ||c||^2 alone). fp8
     tensor cores add each 32-deep k-step to the accumulator with ~14 significant bits of its largest term
     (DeepSeek-V3 report): ~2^-12 of the norms over the dot, well under what rounding the operands to fp8
-    moves a distance; adding the norms after the dot instead costs two FADD per distance, and the loop is
-    bound by issuing instructions (H200 run 77: 1.12 against 0.98 ms at Wan 14B, 1,000 clusters).
-    MASKED: centroids past num_clusters read as 0 with norm +inf; False: no bounds check (the operands are
-    padded to whole tiles with such centroids: `assign_operands`)."""
+    moves a distance; adding the norms after the dot instead costs two FADD per distance in a loop bound by
+    issuing instructions. No bounds check: the operands are padded to whole tiles with centroids that are
+    never nearest (`assign_operands`)."""
     cols = start + tl.arange(0, BLOCK_C)
-    if MASKED:
-        col_ok = cols < num_clusters
-        c_sq = tl.load(norm_base + cols, mask=col_ok, other=float("inf"))
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :], mask=col_ok[:, None], other=0.0)
-    else:
-        c_sq = tl.load(norm_base + cols)
-        c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :])
+    c_sq = tl.load(norm_base + cols)
+    c = tl.load(centroid_base + cols[:, None] * HEAD_DIM + dims[None, :])
     if UPCAST:
         c = c.to(tl.float32)
-    if PACKED:
-        return tl.dot(x, tl.trans(c), x_sq[:, None] + c_sq[None, :])
-    return c_sq[None, :] + tl.dot(x, tl.trans(c))
-
-
-@triton.jit
-def _keep_nearer(distances, best, best_label, first_cluster, columns, BLOCK_C: tl.constexpr,
-                 PACKED: tl.constexpr, USE_ASM: tl.constexpr):
-    """Fold one centroid tile's distances [BLOCK_N, BLOCK_C] (its first centroid `first_cluster`) into the
-    running nearest distance and label per point; the lower index wins a tie.
-
-    PACKED: each distance's low log2(BLOCK_C) mantissa bits replaced by its column within the tile (`columns`,
-    tl.arange(0, BLOCK_C) made once before the loop; on the GPU one inline LOP3 per element), and one integer
-    minimum finds value and column (non-negative floats order like their bits; a rounding-negative
-    distance is ~0 and wins, as it should); `best` holds the bits with the column cleared. Distances that
-    agree to 2^-17 (BLOCK_C 64) of their value count as a tie. Otherwise the running best is the float
-    distance and the reduction carries the index."""
-    if PACKED:
-        bits = distances.to(tl.int32, bitcast=True)
-        if USE_ASM:  # one LOP3 (a & b) | c: ptxas makes the and / or two
-            keys = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r",
-                                             [bits, tl.full(bits.shape, -BLOCK_C, tl.int32),
-                                              tl.broadcast_to(columns[None, :], bits.shape)],
-                                             dtype=tl.int32, is_pure=True, pack=1)
-        else:
-            keys = (bits & -BLOCK_C) | columns[None, :]
-        tile_key = tl.min(keys, axis=1)
-        tile_best = tile_key & -BLOCK_C
-        tile_label = tile_key & (BLOCK_C - 1)
-    else:
-        tile_best, tile_label = tl.min(distances, axis=1, return_indices=True, return_indices_tie_break_left=True)
-    better = tile_best < best
-    return tl.where(better, tile_best, best), tl.where(better, tile_label + first_cluster, best_label)
+    return tl.dot(x, tl.trans(c), x_sq[:, None] + c_sq[None, :])
 
 
 @triton.jit
@@ -138,25 +92,24 @@ def _slot_labels(best, keep, BLOCK_C: tl.constexpr):
     return (tl.min(keys, axis=1) & 0xFFFFFFFF).to(tl.int32)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM", "MASKED", "ARGMIN"],
+@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"],
                  prune_configs_by={"early_config_prune": _configs_that_tile_the_centroids})
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                    num_points, num_clusters, padded_clusters, code_bits, heads, stride_pb, stride_ph, stride_pn,
                    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-                   MASKED: tl.constexpr = False, ARGMIN: tl.constexpr = 0, USE_ASM: tl.constexpr = False):
+                   USE_ASM: tl.constexpr = False):
     """labels[g, n] = nearest centroid of point n of problem g: a BLOCK_N-point tile against every
-    BLOCK_C-centroid tile in turn. ARGMIN: ARGMIN_SLOTS (`_fold_into_slots`: padded operands, no MASKED),
-    ARGMIN_TILE or ARGMIN_EXACT (`_keep_nearer`); MASKED: see `_tile_distances`. code_bits: the low mantissa
-    bits ARGMIN_SLOTS gives the codes, enough for 2 x the number of tiles. Points and centroids in bf16 / fp16,
-    or both in fp8 e4m3 (`points_to_fp8`, `assign_operands`: twice the tensor-core rate, half the shared-memory
-    and L2 bytes), divided by one scale per problem: the distances come out divided by its square.
+    BLOCK_C-centroid tile of the padded operands in turn, folded into a running packed minimum per row and
+    column pair (`_fold_into_slots`), reduced across columns once at the end (`_slot_labels`). code_bits: the
+    low mantissa bits that carry the codes, enough for 2 x the number of tiles. Points and centroids in
+    bf16 / fp16, or both in fp8 e4m3 (`points_to_fp8`, `assign_operands`: twice the tensor-core rate, half
+    the shared-memory and L2 bytes), divided by one scale per problem: the distances come out divided by its
+    square.
 
-    The arg-min's integer / logic instructions, not the MMA, bounded this loop (H200 ncu, BENCHMARKS.md run 70:
-    ALU pipe 64% busy, tensor cores ~47%). Per warp and 64-centroid tile (sm_90 SASS, 256 x 64 tiles): the
-    index-carrying reduction ~240 of them, the per-tile packed one ~190 (1.82 / 1.62 ms at Wan 14B with 1,000
-    clusters, run 72), the slots ~115: one LOP3 per distance and one VIMNMX3 per pair, the reduction across
-    columns and threads once at the end."""
+    The arg-min's integer / logic instructions, not the MMA, bound this loop (the ALU pipe is busier than
+    the tensor cores), so the slots take one LOP3 per distance and one VIMNMX3 per pair, with no reduction
+    across threads inside the loop."""
     tile = tl.program_id(0)
     problem = tl.program_id(1).to(tl.int64)
     rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -167,33 +120,17 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                 mask=row_ok[:, None], other=0.0)
     centroid_base = centroids_ptr + problem * padded_clusters * HEAD_DIM
     norm_base = centroid_sq_norms_ptr + problem * padded_clusters
-    columns = tl.arange(0, BLOCK_C)
-    if ARGMIN != ARGMIN_EXACT:
-        x_float = x.to(tl.float32)
-        x_sq = tl.sum(x_float * x_float, axis=1)
-    else:
-        x_sq = tl.zeros([BLOCK_N], tl.float32)
+    x_float = x.to(tl.float32)
+    x_sq = tl.sum(x_float * x_float, axis=1)
     if UPCAST:
         x = x.to(tl.float32)
-    if ARGMIN == ARGMIN_SLOTS:
-        keep = -(1 << code_bits)
-        best_slots = tl.full([BLOCK_N, BLOCK_C // 2], 0x7FFFFFFF, tl.int32)
-    elif ARGMIN == ARGMIN_TILE:
-        best = tl.full([BLOCK_N], 0x7FFFFFFF, tl.int32)
-    else:
-        best = tl.full([BLOCK_N], float("inf"), tl.float32)
-    best_label = tl.zeros([BLOCK_N], tl.int32)
+    keep = -(1 << code_bits)
+    best_slots = tl.full([BLOCK_N, BLOCK_C // 2], 0x7FFFFFFF, tl.int32)
     # (the centroids come in already scaled by -2, exact in any float format)
     for start in range(0, num_clusters, BLOCK_C):
-        distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, num_clusters, dims, HEAD_DIM,
-                                    BLOCK_C, UPCAST, MASKED, ARGMIN != ARGMIN_EXACT)
-        if ARGMIN == ARGMIN_SLOTS:
-            best_slots = _fold_into_slots(distances, best_slots, keep, start // BLOCK_C, USE_ASM)
-        else:
-            best, best_label = _keep_nearer(distances, best, best_label, start, columns, BLOCK_C,
-                                              ARGMIN == ARGMIN_TILE, USE_ASM)
-    if ARGMIN == ARGMIN_SLOTS:
-        best_label = _slot_labels(best_slots, keep, BLOCK_C)
+        distances = _tile_distances(x, x_sq, centroid_base, norm_base, start, dims, HEAD_DIM, BLOCK_C, UPCAST)
+        best_slots = _fold_into_slots(distances, best_slots, keep, start // BLOCK_C, USE_ASM)
+    best_label = _slot_labels(best_slots, keep, BLOCK_C)
     # a point whose every distance is NaN (NaN activations) would take a padding centroid (+inf < NaN as bits):
     # keep its label in range
     tl.store(labels_ptr + problem * num_points + rows, tl.minimum(best_label, num_clusters - 1), mask=row_ok)
@@ -212,7 +149,7 @@ def _update_kernel(points_ptr, sorted_points_ptr, cluster_offsets_ptr, old_centr
     dims = tl.arange(0, HEAD_DIM)
     total = tl.zeros([BLOCK_R, HEAD_DIM], tl.float32)
     # every member is a point of this program's problem: its flat index minus the problem's first is its
-    # token (no 64-bit division per member, which bounded this kernel: H200 ncu, BENCHMARKS.md run 70)
+    # token (a 64-bit division per member would bound this kernel)
     problem_points = (points_ptr + (problem // heads).to(tl.int64) * stride_pb
                       + (problem % heads).to(tl.int64) * stride_ph)
     first_flat = problem * num_points
@@ -377,31 +314,19 @@ def fp8_dot_supported(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str = "slots",
-                      masked: bool = False, tiles: tuple[int, int, int, int] | None = None,
-                      frame: Fp8Frame | None = None) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, frame: Fp8Frame | None = None) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
-    centroids: [G, C, D] fp32. argmin: "slots" (production), "tile" or "exact" (the kernel's ARGMIN; "exact"
-    carries the float minimum's index, the lab's and the tests' comparison); the packed ones count
-    distances that agree in all but their low code bits (within 2^-18 of the value at up to 1,024 clusters)
-    as a tie, which the lower index wins. masked: bounds-checked centroid tiles ("tile" and "exact" only);
-    production reads the operands' padded tiles without checks. tiles: (BLOCK_N, BLOCK_C, warps, stages)
-    instead of the autotuned configuration (the lab's sweep; BLOCK_C must divide C rounded up to 64).
+    centroids: [G, C, D] fp32. Distances that agree in all but their low code bits (within 2^-18 of the value
+    at up to 1,024 clusters) count as a tie, which the lower index wins.
 
     Distances use a tensor-core dot with fp32 accumulation in the points' dtype, the centroids rounded to it.
-    float8_e4m3fn points (`points_to_fp8(points, frame)`, packed arg-mins only) take their `frame`: 3 mantissa
-    bits per centered coordinate, so labels change only where two centroids are nearly as near (structured
-    Wan 14B q / k: BENCHMARKS.md session 10).
+    float8_e4m3fn points (`points_to_fp8(points, frame)`) take their `frame`: 3 mantissa bits per centered
+    coordinate, so labels change only where two centroids are nearly as near.
     Returns labels [G, N] int32.
     """
-    if argmin not in ARGMINS:
-        raise ValueError(f"argmin={argmin!r} is not one of {sorted(ARGMINS)}")
-    if masked and argmin == "slots":
-        raise ValueError("masked=True needs argmin 'tile' or 'exact': the slots read whole padded tiles")
     fp8 = points.dtype == torch.float8_e4m3fn
-    if fp8 and (frame is None or argmin == "exact"):
-        raise ValueError("float8 points need their Fp8Frame and a packed arg-min ('slots' or 'tile'), got "
-                         f"frame={'given' if frame is not None else None}, argmin={argmin!r}")
+    if fp8 and frame is None:
+        raise ValueError("float8 points need the Fp8Frame they were made with (frame=None)")
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = centroids.shape[1]
     centroids_low, centroid_sq_norms = assign_operands(centroids, points.dtype, frame if fp8 else None)
@@ -413,37 +338,26 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, argmin: str
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    kernel, launch_options = _assign_kernel, {}
-    if tiles is not None:
-        block_n, block_c, warps, stages = tiles
-        if padded_clusters % block_c:
-            raise ValueError(f"tiles={tiles}: BLOCK_C {block_c} does not divide the {padded_clusters} padded centroids")
-        kernel = _assign_kernel.fn
-        launch_options = dict(BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps, num_stages=stages)
-    kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters, padded_clusters,
-                 code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(),
-                 MASKED=masked, ARGMIN=ARGMINS[argmin], USE_ASM=not interpreting(), **launch_options)
+    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters, padded_clusters,
+                         code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(),
+                         USE_ASM=not interpreting())
     return labels
 
 
 NARROW_KEY_OFFSET = 32768  # int16 keys: (problem, cluster) slot minus this, for G x C below 65,536
 
 
-def sort_by_label(labels: torch.Tensor, num_clusters: int,
-                  narrow_keys: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sort_by_label(labels: torch.Tensor, num_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels [G, N] int32 grouped by (problem, cluster): (sorted_points [G*N] int32, flat indices g*N + n,
     token order within a cluster; cluster_offsets [G*C + 1] int32, where cluster (g, c) occupies
     sorted_points[offsets[g*C + c]:offsets[g*C + c + 1]]). No host synchronisation.
 
-    One stable radix sort of the flat keys g*C + label: on the H200 at Wan 14B (40 x 75,600 labels) 0.23 ms
-    with the offsets, where a Triton counting sort (a histogram per 1,024 labels, a prefix sum, a scatter)
-    took 0.41 ms at 300 clusters and 0.77 ms at 1,000 (BENCHMARKS.md run 42). narrow_keys (None: when
-    G x C < 65,536): the keys as int16, shifted by NARROW_KEY_OFFSET, so the radix sort makes two passes
+    One stable radix sort of the flat keys g*C + label (faster than a Triton counting sort). Where
+    G x C < 65,536 the keys are int16, shifted by NARROW_KEY_OFFSET, so the radix sort makes two passes
     instead of four; the same order."""
     num_problems, num_points = labels.shape
     num_slots = num_problems * num_clusters
-    if narrow_keys is None:
-        narrow_keys = num_slots < 2 * NARROW_KEY_OFFSET
+    narrow_keys = num_slots < 2 * NARROW_KEY_OFFSET
     shift = NARROW_KEY_OFFSET if narrow_keys else 0
     key_dtype = torch.int16 if narrow_keys else torch.int32
     problem_base = torch.arange(num_problems, device=labels.device, dtype=torch.int32).unsqueeze(1) * num_clusters
@@ -454,9 +368,15 @@ def sort_by_label(labels: torch.Tensor, num_clusters: int,
     return sorted_points.to(torch.int32), cluster_offsets
 
 
+# The update's rows per step, and its warps for clusters of fewer (small) or more (large) than
+# UPDATE_LARGE_CLUSTER points on average: one warp keeps more programs per SM busy on small clusters.
+UPDATE_BLOCK_ROWS = 16
+UPDATE_WARPS_SMALL, UPDATE_WARPS_LARGE = 1, 4
+UPDATE_LARGE_CLUSTER = 128
+
+
 def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_offsets: torch.Tensor,
-                     old_centroids: torch.Tensor, block_rows: int | None = None,
-                     num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     old_centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each cluster's members (old centroid where empty), from `sort_by_label`'s output.
 
     points: [G, N, D] or [B, H, N, D] (last dim contiguous); old_centroids: [G, C, D] fp32.
@@ -464,17 +384,13 @@ def update_centroids(points: torch.Tensor, sorted_points: torch.Tensor, cluster_
     """
     num_problems, num_points, head_dim = problem_rows(points)
     num_clusters = old_centroids.shape[1]
-    if block_rows is None:
-        # H200, Wan 14B, since the update lost its 64-bit divisions (BENCHMARKS.md runs 74, 75): 1000 clusters of
-        # ~75 rows 0.244 ms with 16 rows x 1 warp (16 x 2: 0.258), 300 clusters of ~250 rows 0.224 ms with
-        # 16 x 4 (32 x 4: 0.253)
-        small_clusters = num_points < 128 * num_clusters
-        block_rows, num_warps = (16, 1) if small_clusters else (16, 4)
+    small_clusters = num_points < UPDATE_LARGE_CLUSTER * num_clusters
     old_centroids = old_centroids.contiguous()
     centroids = torch.empty_like(old_centroids)
     cluster_sizes = torch.empty(num_problems, num_clusters, dtype=torch.int32, device=points.device)
     _update_kernel[(num_clusters, num_problems)](
         points, sorted_points, cluster_offsets, old_centroids, centroids, cluster_sizes,
         num_points, num_clusters, *ProblemStrides.of(points).args(),
-        HEAD_DIM=head_dim, BLOCK_R=block_rows, num_warps=num_warps or 4)
+        HEAD_DIM=head_dim, BLOCK_R=UPDATE_BLOCK_ROWS,
+        num_warps=UPDATE_WARPS_SMALL if small_clusters else UPDATE_WARPS_LARGE)
     return centroids, cluster_sizes

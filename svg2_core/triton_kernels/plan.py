@@ -53,20 +53,17 @@ class AttentionLaunch:
 # Key blocks a _kv_plan_kernel program holds at once (it walks longer rows in chunks).
 KV_PLAN_CHUNK = 1024
 
-# TritonBackend.kmeans leaves its last label sort (sort_by_label's sorted_points) on the labels tensor
-# under this attribute, so the plan does not sort the same labels again.
-LABEL_SORT_ATTRIBUTE = "_svg2_label_sort"
-
-
 def cluster_rows(labels: torch.Tensor, num_clusters: int, num_tokens: int, dense_prefix: int,
-                 dense_suffix: int) -> torch.Tensor:
+                 dense_suffix: int, label_sort: torch.Tensor | None = None) -> torch.Tensor:
     """Flat rows (g * N + n) in cluster-contiguous order, dense tokens in place.
 
-    labels: [G, Nc] int32 of the clustered span; returns [G, N] int32.
+    labels: [G, Nc] int32 of the clustered span; returns [G, N] int32. label_sort: `sort_by_label(labels)`'s
+    sorted_points [G * Nc] when the caller has it (the Triton k-means' last sort, KMeansResult.label_sort),
+    else the labels are sorted here.
     """
     num_problems, num_clustered = labels.shape
     device = labels.device
-    sorted_points = getattr(labels, LABEL_SORT_ATTRIBUTE, None)
+    sorted_points = label_sort
     if sorted_points is None:
         sorted_points, _ = sort_by_label(labels.contiguous(), num_clusters)
     flat = sorted_points.view(num_problems, num_clustered)
@@ -136,21 +133,23 @@ def _kv_plan_kernel(block_mask_ptr, k_block_size_ptr, k_block_start_ptr, kv_leng
 def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes: torch.Tensor,
                  k_cluster_sizes: torch.Tensor, block_mask: torch.Tensor, dense_prefix: int,
                  dense_suffix: int, num_tokens: int, block_m: int, block_n: int,
-                 remainder_m: int = 0, longest_first: bool = True) -> AttentionLaunch:
+                 remainder_m: int = 0, q_label_sort: torch.Tensor | None = None,
+                 k_label_sort: torch.Tensor | None = None) -> AttentionLaunch:
     """Turn a ClusterPlan's fields into kernel metadata.
 
     q_labels, k_labels: [G, Nc] int32; q_cluster_sizes [G, Cq], k_cluster_sizes [G, Ck] int32;
     block_mask [G, Cq, Ck] bool. Sizes are bounded by G x Bq x max(Bk, N / block_n) int32.
     remainder_m (0 or < block_m): a query block's last rows go to one remainder_m-row tile when they fit.
-    longest_first: order each problem's tiles by their block's kept keys, longest first (tiles of one block
-    stay adjacent), so that a launch does not end on a few long tiles while most of the GPU idles.
+    q_label_sort, k_label_sort: the labels' `sort_by_label` sorted_points where known (`cluster_rows`).
+    Each problem's tiles are ordered by their block's kept keys, longest first (tiles of one block stay
+    adjacent), so that a launch does not end on a few long tiles while most of the GPU idles.
     """
     num_problems = q_labels.shape[0]
     num_q_clusters = q_cluster_sizes.shape[1]
     num_k_clusters = k_cluster_sizes.shape[1]
     device = q_labels.device
-    q_rows = cluster_rows(q_labels, num_q_clusters, num_tokens, dense_prefix, dense_suffix)
-    k_rows = cluster_rows(k_labels, num_k_clusters, num_tokens, dense_prefix, dense_suffix)
+    q_rows = cluster_rows(q_labels, num_q_clusters, num_tokens, dense_prefix, dense_suffix, q_label_sort)
+    k_rows = cluster_rows(k_labels, num_k_clusters, num_tokens, dense_prefix, dense_suffix, k_label_sort)
 
     # -- query tiles: full block_m-row tiles, the last rows in one remainder_m-row tile when they fit --
     if not 0 <= remainder_m < block_m:
@@ -194,10 +193,8 @@ def build_launch(q_labels: torch.Tensor, k_labels: torch.Tensor, q_cluster_sizes
         kv_row_shift, kv_tile_starts, num_q_blocks, num_k_blocks, num_kv_tiles * words, BLOCK_N=block_n,
         WORDS=words, CHUNK=min(KV_PLAN_CHUNK, triton.next_power_of_2(num_k_blocks)), num_warps=4)
 
-    q_tile_start = q_tile_start.contiguous()
-    if longest_first:
-        q_tile_block, q_tile_start = _longest_first(kv_length, q_tile_block, q_tile_start)
-        rem_tile_block, rem_tile_start = _longest_first(kv_length, rem_tile_block, rem_tile_start)
+    q_tile_block, q_tile_start = _longest_first(kv_length, q_tile_block, q_tile_start.contiguous())
+    rem_tile_block, rem_tile_start = _longest_first(kv_length, rem_tile_block, rem_tile_start)
     return AttentionLaunch(
         q_rows=q_rows, k_rows=k_rows, q_tile_block=q_tile_block, q_tile_start=q_tile_start,
         rem_tile_block=rem_tile_block, rem_tile_start=rem_tile_start, q_block_end=q_block_end,

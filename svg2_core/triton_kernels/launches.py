@@ -1,0 +1,118 @@
+"""Every production launch of the fast path's Triton kernels, in one list, so that a compile check can build
+each for a GPU it does not have (tests/compile_kernels.py).
+
+A launch names its kernel, its constexpr arguments, warps, pipeline stages and the element types of its
+pointer arguments (POINTER_TYPES by argument name, any other `*_ptr` int32; scalars int32 but FLOAT_SCALARS).
+The shapes follow the wrappers: attention tiles from `default_config`, the row table and key plan at the
+attention's key tile, k-means at the autotuned assign tiles that production picks most.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import attention, kmeans, plan, quantize, selection
+
+POINTER_TYPES = {
+    "points_ptr": "*bf16", "centroids_ptr": "*bf16", "centroid_sq_norms_ptr": "*fp32", "old_centroids_ptr": "*fp32",
+    "means_ptr": "*fp32", "probabilities_ptr": "*fp32", "mask_ptr": "*i1", "block_mask_ptr": "*u8",
+    "kv_tile_starts_ptr": "*i64", "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16",
+    "k_scale_ptr": "*fp32", "sums_ptr": "*fp32", "maxs_ptr": "*fp32", "mins_ptr": "*fp32", "mean_ptr": "*fp32",
+    "multiplier_ptr": "*fp32", "codes_ptr": "*i8", "scales_ptr": "*fp32", "q_scale_ptr": "*fp32",
+}
+FLOAT_SCALARS = ("top_p", "qk_scale")
+INT8_CODES = {"q_ptr": "*i8", "k_ptr": "*i8"}
+FP8_OPERANDS = {"points_ptr": "*fp8e4nv", "centroids_ptr": "*fp8e4nv"}
+# the assign kernel's launches checked (head dim, operands, (BLOCK_N, BLOCK_C, warps, stages)): autotuned
+# configurations that production picks (fp8 where the GPU has fp8 dots, bf16 below)
+ASSIGN_LAUNCHES = ((128, "fp8", (256, 64, 8, 3)), (64, "fp8", (128, 128, 8, 3)), (128, "bf16", (256, 64, 8, 3)),
+                   (128, "bf16", (128, 128, 8, 3)))
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One launch: `kernel` (the @triton.jit function), its constexprs, warps and stages; pointer_types: the
+    pointer arguments whose element type differs from POINTER_TYPES. tensor_cores: the kernel's code depends
+    on the GPU's MMA (and its shared memory on the tiles), so it is worth compiling for each GPU class;
+    min_capability: the compute capability it needs (fp8 dots: 89)."""
+
+    name: str
+    kernel: object
+    constexprs: dict
+    num_warps: int
+    num_stages: int = 3
+    pointer_types: dict = field(default_factory=dict)
+    tensor_cores: bool = False
+    min_capability: int = 80
+
+    def signature(self) -> dict:
+        """Triton signature: "constexpr", the pointer's "*type", "fp32" or "i32" per argument name."""
+        types = {**POINTER_TYPES, **self.pointer_types}
+        signature = {}
+        for name in self.kernel.arg_names:
+            if name in self.constexprs:
+                signature[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                signature[name] = types.get(name, "*i32")
+            else:
+                signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+        return signature
+
+
+def _attention_launches(head_dim: int, qk_int8: bool) -> list[KernelLaunch]:
+    config = attention.default_config(head_dim, qk_int8)
+    precision = "int8" if qk_int8 else "bf16"
+    found = []
+    for role, (block_m, block_n, warps, stages) in zip(("main", "remainder"), attention.attention_launches(config)):
+        found.append(KernelLaunch(
+            f"attention hd{head_dim} {precision} {role}", attention._sparse_attention_kernel,
+            dict(HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8, UPCAST=False,
+                 FIRST_TILE_MAX=config.first_tile_max),
+            warps, stages, INT8_CODES if qk_int8 else {}, tensor_cores=True))
+    return found
+
+
+def production_launches(head_dims: tuple[int, ...] = (128, 64)) -> list[KernelLaunch]:
+    """The launches a call makes at these head dims (bf16 inputs; fp8 k-means where the GPU has fp8 dots)."""
+    found = []
+    for head_dim in head_dims:
+        for qk_int8 in (False, True):
+            found += _attention_launches(head_dim, qk_int8)
+        block_n = attention.default_config(head_dim).block_n
+        words = 2 if block_n > 64 else 1
+        found += [
+            KernelLaunch(f"row table block_n {block_n}", attention._kv_rows_kernel,
+                         dict(BLOCK_N=block_n, WORDS=words, TILES=attention.ROW_TABLE_TILES, USE_ASM=True),
+                         attention.ROW_TABLE_WARPS),
+            KernelLaunch(f"key plan block_n {block_n}", plan._kv_plan_kernel,
+                         dict(BLOCK_N=block_n, WORDS=words, CHUNK=plan.KV_PLAN_CHUNK), 4),
+            KernelLaunch(f"key stats hd{head_dim}", quantize._key_stats_kernel,
+                         dict(HEAD_DIM=head_dim, CHUNK=quantize.STATS_CHUNK, BLOCK_T=32), 4),
+            KernelLaunch(f"key codes hd{head_dim}", quantize._key_codes_kernel, dict(HEAD_DIM=head_dim, BLOCK_T=64), 4),
+            KernelLaunch(f"query codes hd{head_dim}", quantize._query_codes_kernel,
+                         dict(HEAD_DIM=head_dim, BLOCK_T=64), 4),
+        ]
+    for head_dim, dtype, (block_n, block_c, warps, stages) in ASSIGN_LAUNCHES:
+        if head_dim in head_dims:
+            found.append(KernelLaunch(
+                f"assign hd{head_dim} {dtype} {block_n}x{block_c}x{warps}x{stages}", kmeans._assign_kernel.fn,
+                dict(HEAD_DIM=head_dim, UPCAST=False, BLOCK_N=block_n, BLOCK_C=block_c, USE_ASM=True), warps,
+                stages, FP8_OPERANDS if dtype == "fp8" else {}, tensor_cores=True,
+                min_capability=89 if dtype == "fp8" else 80))
+    operands = {"centroids_ptr": "*fp32", "centroids_low_ptr": "*bf16", "sq_norms_ptr": "*fp32"}
+    update = dict(HEAD_DIM=128, BLOCK_R=kmeans.UPDATE_BLOCK_ROWS)
+    found += [
+        KernelLaunch("assign operands bf16", kmeans._assign_operands_kernel,
+                     dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=True, FP8=False), 4, 3, operands),
+        KernelLaunch("assign operands fp8", kmeans._assign_operands_kernel,
+                     dict(HEAD_DIM=128, BLOCK_R=16, ROUND_TO_BF16=False, FP8=True), 4, 3,
+                     dict(operands, centroids_low_ptr="*fp8e4nv"), min_capability=89),
+        KernelLaunch("update 1 warp", kmeans._update_kernel, update, kmeans.UPDATE_WARPS_SMALL),
+        KernelLaunch("update 4 warps", kmeans._update_kernel, update, kmeans.UPDATE_WARPS_LARGE),
+        KernelLaunch("fp8 frame", kmeans._fp8_frame_kernel,
+                     dict(HEAD_DIM=128, BLOCK_R=128, CENTROID_RANGE=kmeans.FP8_CENTROID_RANGE), 8, 3,
+                     {"centroids_ptr": "*fp32"}, min_capability=89),
+        KernelLaunch("fp8 points", kmeans._fp8_points_kernel, dict(HEAD_DIM=128, BLOCK_R=32, ROUND_BY_HAND=False), 4,
+                     3, {"out_ptr": "*fp8e4nv"}, min_capability=89),
+        KernelLaunch("top-p", selection._top_p_kernel, dict(BLOCK_K=1024), 1),
+    ]
+    return found
