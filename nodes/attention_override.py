@@ -3,6 +3,9 @@
 ComfyUI calls `override(func, q, k, v, heads, mask=..., skip_reshape=..., skip_output_reshape=...,
 transformer_options=..., **kwargs)`; q/k/v are `[B, L, H*D]` (skip_reshape False) or `[B, H, L, D]`.
 Everything SVG2 does not serve goes to the previous override, else to `func`, with the reason logged once.
+So does a call whose fast path fails to compile or launch (svg2_core.backends.FastPathError): the failure is
+counted in the run's stats with its cause and GPU, logged once at WARNING, and the calls of that device /
+dtype / head dim skip the fast path for the rest of the sampling run.
 """
 from __future__ import annotations
 
@@ -13,14 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from ..svg2_core import SVG2Config, svg2_attention
-from ..svg2_core.backends import triton_unsupported_reason
+from ..svg2_core.backends import FastPathError, fast_path_key, triton_unsupported_reason
+from ..svg2_core.api import SUPPORTED_DTYPES
 from .run_state import ForwardContext, log_once
+from .stats import BY_DESIGN_DENSE_REASONS
 
 FORWARD_KEY = "svg2_forward"
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Dense by design or by call type: counted in the stats, not worth a log line.
-_QUIET_REASONS = frozenset({"cross-attention", "warm-up step", "last step", "dense layer",
-                            "not video self-attention", "not video self-attention (text refiner)"})
+KEEPS_EVERY_BLOCK = "top_p 1.0 keeps every block"  # one of BY_DESIGN_DENSE_REASONS
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,7 @@ class AttentionCall:
 
 
 # int8 scores (SVG2Config.qk_int8) only from this many tokens per call: on an H200 they made the Wan 720p call
-# faster (75,600 tokens: sparse kernel 84 -> 80 ms at 30% density) and the Wan 480p call slower (32,760 tokens:
-# +0.3-0.5 ms of 5-8 ms, coding q and k included), BENCHMARKS.md session 4.
+# (75,600 tokens) faster and the Wan 480p call (32,760 tokens) slower, coding q and k included (BENCHMARKS.md).
 QK_INT8_MIN_TOKENS = 50_000
 
 
@@ -109,10 +110,10 @@ class SVG2AttentionOverride:
         reason = self.dense_reason(call, context, options)
         if reason is not None:
             context.run.stats.record_dense(reason)
-            if reason not in _QUIET_REASONS:
+            if reason not in BY_DESIGN_DENSE_REASONS:
                 log_once(f"dense attention: {reason}")
             return self.dense(func, args, kwargs)
-        return self._sparse(call, context)
+        return self._sparse(call, context, func, args, kwargs)
 
     def dense_reason(self, call: AttentionCall | None, context: ForwardContext, options: dict) -> str | None:
         """Why this call must not go sparse (a short, stable phrase), or None to run SVG2.
@@ -143,38 +144,63 @@ class SVG2AttentionOverride:
             return "last step"
         if call.layer < self.schedule.dense_layers:
             return "dense layer"
+        if self.config.keeps_every_block:  # the sparse path would only cost more than dense attention
+            return KEEPS_EVERY_BLOCK
         if call.q.dtype not in SUPPORTED_DTYPES:
             return f"dtype {call.q.dtype} not supported"
         if tokens - call.text_tokens(context) < max(self.config.num_q_clusters, self.config.num_k_clusters):
             return "fewer video tokens than clusters"
-        return self._backend_reason(call.q)
+        return self._backend_reason(call.q, context)
 
-    def _backend_reason(self, q: torch.Tensor) -> str | None:
+    def _config_for(self, tokens: int) -> SVG2Config:
+        return self.config if tokens >= QK_INT8_MIN_TOKENS else self._config_without_int8
+
+    def _backend_reason(self, q: torch.Tensor, context: ForwardContext) -> str | None:
+        """Why the fast path cannot serve q (CUDA, or the CPU under TRITON_INTERPRET=1), or None."""
         if self.backend == "torch":
             return None
-        if q.device.type != "cuda":
-            return "non-CUDA tensor (backend=torch forces the reference)"
+        failed = context.run.fast_path_failures.get(fast_path_key(q, self._config_for(q.shape[2]).qk_int8))
+        if failed is not None:
+            return failed
         reason = triton_unsupported_reason(q)
         if reason is not None:
             level = logging.WARNING if self.backend == "triton" else logging.INFO
             log_once(f"Triton fast path cannot serve {tuple(q.shape)} {q.dtype}: {reason}; dense", level)
-            return "Triton fast path unavailable"
+            return f"Triton fast path unavailable: {reason}"
         return None
 
-    def _sparse(self, call: AttentionCall, context: ForwardContext):
+    def _sparse(self, call: AttentionCall, context: ForwardContext, func, args, kwargs):
         text = call.text_tokens(context)
         position = context.geometry.text_position
         stats = context.run.stats
         timer = stats.start_timer(call.q.device)
-        config = self.config if call.q.shape[2] >= QK_INT8_MIN_TOKENS else self._config_without_int8
-        out, info = svg2_attention(
-            call.q, call.k, call.v, config, state=context.run.centroids,
-            cache_key=(call.layer_key, context.branch, call.q.shape[2]),
-            dense_prefix=text if position == "prefix" else 0, dense_suffix=text if position == "suffix" else 0,
-            backend="torch" if self.backend == "torch" else "triton", return_info=True)
-        timer.stop()
+        config = self._config_for(call.q.shape[2])
+        try:
+            out, info = svg2_attention(
+                call.q, call.k, call.v, config, state=context.run.centroids,
+                cache_key=(call.layer_key, context.branch, call.q.shape[2]),
+                dense_prefix=text if position == "prefix" else 0, dense_suffix=text if position == "suffix" else 0,
+                backend="torch" if self.backend == "torch" else "triton", return_info=True)
+        except FastPathError as error:
+            return self._fall_back(error, call, context, config, func, args, kwargs)
+        finally:
+            timer.stop()  # a failed call's timer is resolved with the others, so the run's stats stay readable
         stats.record_sparse(context.step, call.layer, info.density, info.backend)
         return call.output(out)
+
+    def _fall_back(self, error: FastPathError, call: AttentionCall, context: ForwardContext, config: SVG2Config,
+                   func, args, kwargs):
+        """Serve a call whose fast path failed with the attention SVG2 replaced; a failure that would repeat
+        keeps the calls of this device / dtype / head dim off the fast path for the rest of the run."""
+        reason = f"fast path failed on {error.device}: {error.reason}"
+        scope = "this call"
+        if error.persistent:
+            context.run.fast_path_failures[fast_path_key(call.q, config.qk_int8)] = reason
+            scope = "the rest of this sampling run"
+        log_once(f"{error} -- {scope} uses the model's own attention for {call.q.dtype} calls of head dim "
+                 f"{call.q.shape[-1]}", logging.WARNING)
+        context.run.stats.record_dense(reason)
+        return self.dense(func, args, kwargs)
 
 
 def _as_bhld(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:

@@ -26,17 +26,24 @@ def log_once(message: str, level: int = logging.INFO) -> None:
 
 
 class RunState:
-    """Everything one sampling run accumulates; `reset()` forgets it (centroids, stats)."""
+    """Everything one sampling run accumulates; `reset()` forgets it (centroids, stats, fast-path failures).
+
+    fast_path_failures: svg2_core.backends.fast_path_key -> the stats reason of a fast-path failure that would
+    repeat; those calls skip the fast path until the run ends (the next run tries once more)."""
 
     def __init__(self) -> None:
         self.centroids = SVG2State()
         self.stats = RunStats()
         self.total_steps: int | None = None
+        self.fast_path_failures: dict[tuple, str] = {}
+        self.refused: str | None = None  # why the whole run stays dense (memory estimate over its share)
 
     def reset(self) -> None:
         self.centroids.reset()
         self.stats.reset()
         self.total_steps = None
+        self.fast_path_failures.clear()
+        self.refused = None
 
 
 @dataclass

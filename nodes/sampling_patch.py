@@ -3,16 +3,20 @@
 APPLY_MODEL (once per forward): step from `sample_sigmas`, token geometry from the latent, CFG branch,
 written into that forward's `transformer_options` as a `ForwardContext`. OUTER_SAMPLE (once per
 sampling run): a fresh `RunState` and, for the run, a `memory_usage_factor` raised by SVG2's extra
-activations (ComfyUI sizes weight offloading and cond batching with it); then the `svg2.stats` report
-and the factor restored in a `finally`.
+activations and its centroid cache (ComfyUI sizes weight offloading and cond batching with it); a run whose
+estimate is over model_geometry.MEMORY_SHARE of the GPU stays dense, with the numbers logged and in the stats;
+then the `svg2.stats` report and the factor restored in a `finally`.
 """
 from __future__ import annotations
 
 import logging
 
+import torch
+
 from ..svg2_core import SVG2Config
 from .attention_override import FORWARD_KEY, Schedule, SVG2AttentionOverride
-from .model_geometry import geometry_of, memory_usage_factor_increase
+from .model_geometry import (centroid_cache_factor_increase, geometry_of, memory_estimate, memory_refusal,
+                             memory_usage_factor_increase)
 from .run_state import ForwardContext, RunState, log_once, step_index
 from .stats import publish, summary_text
 
@@ -62,7 +66,11 @@ class SVG2Patch:
     def outer_sample_wrapper(self, executor, *args, **kwargs):
         previous, self.run = self.run, RunState()
         base_model = self._base_model(executor)
-        saved_factor = self._raise_memory_estimate(base_model)
+        noise = args[0] if args else kwargs.get("noise")
+        latent_shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) and noise.ndim == 5 else None
+        branches = self._branches(getattr(executor, "class_obj", None))
+        saved_factor = self._raise_memory_estimate(base_model, latent_shape, branches)
+        self._check_memory(executor, base_model, latent_shape, branches)
         try:
             return executor(*args, **kwargs)
         finally:
@@ -76,9 +84,37 @@ class SVG2Patch:
         guider = getattr(executor, "class_obj", None)
         return getattr(getattr(guider, "model_patcher", None), "model", None)
 
-    def _raise_memory_estimate(self, base_model):
-        """Add SVG2's extra activations to `base_model.memory_usage_factor`; returns the old value (None
-        when nothing was changed: no base model, or a model SVG2 does not serve)."""
+    @staticmethod
+    def _branches(guider) -> int:
+        """CFG branches per step: the guider's conds (positive, negative) unless cfg is 1."""
+        conds = getattr(guider, "conds", None) or {}
+        return 1 if getattr(guider, "cfg", 1.0) == 1.0 else max(1, len(conds))
+
+    @staticmethod
+    def _dtype_size(base_model) -> int:
+        dtype = getattr(base_model, "manual_cast_dtype", None) or getattr(base_model, "get_dtype", lambda: None)()
+        return torch.empty(0, dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 2
+
+    def _check_memory(self, executor, base_model, latent_shape, branches) -> None:
+        """Keep the run dense when SVG2 would hold more than its share of the GPU (the numbers in the reason)."""
+        diffusion_model = getattr(base_model, "diffusion_model", None)
+        device = getattr(getattr(getattr(executor, "class_obj", None), "model_patcher", None), "load_device", None)
+        if latent_shape is None or diffusion_model is None or getattr(device, "type", None) != "cuda":
+            return
+        geometry = self.geometry(diffusion_model)
+        if isinstance(geometry, str) or self.settings["backend"] == "torch":
+            return
+        estimate = memory_estimate(geometry, latent_shape, branches, self.settings["num_q_clusters"],
+                                   self.settings["num_k_clusters"], self._dtype_size(base_model))
+        refusal = memory_refusal(estimate, torch.cuda.get_device_properties(device).total_memory)
+        if refusal is not None:
+            self.run.refused = refusal
+            log_once(f"{refusal}; this run uses the model's own attention", logging.WARNING)
+
+    def _raise_memory_estimate(self, base_model, latent_shape=None, branches: int = 1):
+        """Add SVG2's extra activations (and, with the run's latent shape, its centroid cache) to
+        `base_model.memory_usage_factor`; returns the old value (None when nothing was changed: no base
+        model, or a model SVG2 does not serve)."""
         factor = getattr(base_model, "memory_usage_factor", None)
         diffusion_model = getattr(base_model, "diffusion_model", None)
         if not isinstance(factor, (int, float)) or diffusion_model is None:
@@ -87,6 +123,10 @@ class SVG2Patch:
         if isinstance(geometry, str):
             return None
         increase = memory_usage_factor_increase(geometry)
+        if latent_shape is not None:
+            increase += centroid_cache_factor_increase(
+                geometry, latent_shape, branches, self.settings["num_q_clusters"], self.settings["num_k_clusters"],
+                self._dtype_size(base_model))
         if increase <= 0:
             return None
         base_model.memory_usage_factor = factor + increase
@@ -103,7 +143,7 @@ class SVG2Patch:
 
     def _forward_context(self, base_model, x, t, c_crossattn, options, kwargs) -> ForwardContext:
         geometry = self.geometry(base_model.diffusion_model)
-        unsupported = geometry if isinstance(geometry, str) else None
+        unsupported = geometry if isinstance(geometry, str) else self.run.refused
         if unsupported is None and x.ndim != 5:
             unsupported = f"latent of shape {tuple(x.shape)} is not a video [B, C, T, H, W]"
         if unsupported is not None:

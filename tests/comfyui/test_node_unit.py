@@ -125,7 +125,71 @@ def test_memory_estimate_increase_counts_svg2s_extra_activations_per_video_token
     assert geometry_module.memory_usage_factor_increase(unknown) == 0.0
 
 
+WAN14B_720P = (1, 16, 21, 90, 160)  # 75,600 tokens
+
+
+def _wan14b():
+    return geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2), dim=5120,
+                                                   num_heads=40, blocks=[object()] * 40))
+
+
+def test_memory_estimate_counts_the_centroid_cache_of_every_layer_branch_and_head():
+    wan14b = _wan14b()
+    assert (wan14b.heads, wan14b.layers) == (40, 40)
+    estimate = geometry_module.memory_estimate(wan14b, WAN14B_720P, 2, 300, 1000)
+    # layers x branches x batch x heads x (Cq + Ck) x D x 4 B
+    assert estimate.centroid_cache == 40 * 2 * 1 * 40 * (300 + 1000) * 128 * 4
+    assert estimate.per_call >= 4 * 40 * 75_600 * 128 * 2  # at least the extra activations
+    batch_two = geometry_module.memory_estimate(wan14b, (2, *WAN14B_720P[1:]), 1, 300, 1000)
+    assert batch_two.centroid_cache == estimate.centroid_cache
+    vace = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2), dim=5120,
+                                                   num_heads=40, blocks=[object()] * 40, vace_blocks=[object()] * 8))
+    assert vace.layers == 48
+    unknown = geometry_module.geometry_of(_fake_model("comfy.ldm.wan.model", patch_size=(1, 2, 2), dim=5120))
+    assert geometry_module.memory_estimate(unknown, WAN14B_720P, 2, 300, 1000) is None
+
+
+def test_slider_maxima_are_refused_on_a_24_gb_card_with_the_numbers():
+    wan14b = _wan14b()
+    gib = 1024 ** 3
+    maxima = geometry_module.memory_estimate(wan14b, WAN14B_720P, 2, 4096, 8192)
+    assert maxima.centroid_cache / gib == pytest.approx(18.75)
+    refusal = geometry_module.memory_refusal(maxima, 24 * gib)
+    assert refusal is not None
+    assert "18.8 GiB centroid cache" in refusal and "24.0 GiB" in refusal and "50%" in refusal
+    assert "num_q_clusters" in refusal
+    assert geometry_module.memory_refusal(maxima, 80 * gib) is None  # an H100 holds it
+    defaults = geometry_module.memory_estimate(wan14b, WAN14B_720P, 2, 300, 1000)
+    assert geometry_module.memory_refusal(defaults, 24 * gib) is None
+    assert geometry_module.memory_refusal(defaults, None) is None  # no GPU: nothing to compare with
+
+
+def test_centroid_cache_factor_increase_gives_back_the_cache_through_comfyuis_formula():
+    wan14b = _wan14b()
+    factor = geometry_module.centroid_cache_factor_increase(wan14b, WAN14B_720P, 2, 300, 1000, 2)
+    area = 1 * 21 * 90 * 160  # memory_required: B x T x H x W elements, dtype_size x 0.01 x factor MiB each
+    cache = geometry_module.memory_estimate(wan14b, WAN14B_720P, 2, 300, 1000).centroid_cache
+    assert area * 2 * 0.01 * factor * 1024 * 1024 == pytest.approx(cache)
+
+
 HEADS, HEAD_DIM, VIDEO = 2, 16, 24
+
+
+@pytest.fixture
+def sparse_at_top_p_one(monkeypatch):
+    """top_p 1.0 through the sparse path (the node serves it dense by design): exact, so outputs compare."""
+    monkeypatch.setattr(pack.svg2_core.config.SVG2Config, "keeps_every_block", property(lambda self: False))
+
+
+def test_top_p_one_is_served_dense_by_design():
+    override = _override()
+    context = _context(override)
+    q, k, v = _qkv(VIDEO, False)
+    out = override(_dense_reference, q, k, v, heads=HEADS, transformer_options={override_module.FORWARD_KEY: context},
+                   _inside_attn_wrapper=True)
+    torch.testing.assert_close(out, _dense_reference(q, k, v, HEADS, _inside_attn_wrapper=True), rtol=0, atol=0)
+    assert context.run.stats.sparse_calls == 0
+    assert context.run.stats.dense_reasons == {override_module.KEEPS_EVERY_BLOCK: 1}
 
 
 def _override(previous=None, qk_int8=False, **schedule):
@@ -163,7 +227,7 @@ def _qkv(tokens, skip_reshape, seed=0):
 
 
 @pytest.mark.parametrize("min_tokens, expected", [(override_module.QK_INT8_MIN_TOKENS, False), (VIDEO, True)])
-def test_int8_scores_only_from_the_token_threshold(monkeypatch, min_tokens, expected):
+def test_int8_scores_only_from_the_token_threshold(monkeypatch, sparse_at_top_p_one, min_tokens, expected):
     monkeypatch.setattr(override_module, "QK_INT8_MIN_TOKENS", min_tokens)
     seen = []
     real_call = override_module.svg2_attention
@@ -183,7 +247,7 @@ def test_int8_scores_only_from_the_token_threshold(monkeypatch, min_tokens, expe
 
 
 @pytest.mark.parametrize("skip_reshape, skip_output_reshape", [(False, False), (True, False), (True, True)])
-def test_sparse_path_honours_both_layout_flags(skip_reshape, skip_output_reshape):
+def test_sparse_path_honours_both_layout_flags(sparse_at_top_p_one, skip_reshape, skip_output_reshape):
     override = _override()
     context = _context(override)
     q, k, v = _qkv(VIDEO, skip_reshape)
@@ -196,7 +260,7 @@ def test_sparse_path_honours_both_layout_flags(skip_reshape, skip_output_reshape
     assert context.run.stats.sparse_calls == 1
 
 
-def test_hunyuan_text_tokens_are_dense_prefix_or_suffix():
+def test_hunyuan_text_tokens_are_dense_prefix_or_suffix(sparse_at_top_p_one):
     for position in ("prefix", "suffix"):
         override = _override()
         context = _context(override, "hunyuan_video", position, text_tokens=5)

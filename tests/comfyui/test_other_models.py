@@ -80,7 +80,9 @@ def test_vace_loads_as_vace(load_other):
     assert len(model.model.diffusion_model.vace_blocks) == VACE_BLOCKS
 
 
-def test_vace_top_p_one_reproduces_the_unpatched_latent(comfyui, pack, load_other, dense_latents):
+def test_vace_top_p_one_reproduces_the_unpatched_latent(comfyui, pack, load_other, dense_latents, monkeypatch):
+    # through the sparse path (the node serves top_p 1.0 dense by design): exact, so the latents compare
+    monkeypatch.setattr(pack.svg2_core.config.SVG2Config, "keeps_every_block", property(lambda self: False))
     patched = patch(pack, load_other(VACE), top_p=1.0)
     latent = sample(comfyui, patched, VACE, STEPS)
     stats = last_stats(patched)
