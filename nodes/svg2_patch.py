@@ -6,11 +6,12 @@ the work happens while sampling (see sampling_patch.py and attention_override.py
 from __future__ import annotations
 
 from ..svg2_core import SVG2Config
+from ..svg2_core.backends import BACKEND_NAMES
 from .attention_override import QK_INT8_MIN_TOKENS, Schedule, SVG2AttentionOverride
 from .run_state import log_once
 from .sampling_patch import OVERRIDE_KEY, SVG2Patch
 
-BACKENDS = ["auto", "triton", "torch"]
+BACKENDS = list(BACKEND_NAMES)
 
 # name -> (type, default, min, max, step, tooltip); the ranges are also what execute() enforces.
 REQUIRED_WIDGETS = {

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from triton_helpers import DEVICE, element_mask, masked_attention, relative_error
+from oracle import masked_attention, relative_error
+from oracle import plan_mask as element_mask
+from triton_helpers import DEVICE
 
 from svg2_core import SVG2Config, svg2_attention
 from svg2_core.backends import ClusterPlan
