@@ -41,6 +41,9 @@ class AttentionConfig:
     tile, and the next tile's score MMA is issued before this tile's P V MMA (`_first_tile_max_key_tiles`):
     no running max, no rescaling, and a tile's exponentials overlap the previous tile's P V on the tensor
     cores. A query tile whose row sums overflow is recomputed with the online softmax.
+    pv_fp16_accumulate: P V per key tile with fp16 operands and an fp16 result (the GeForce classes' double
+    rate MMA), added to the fp32 accumulator across tiles; v is scaled per head by a power of two into an
+    fp16 copy so that no tile's sum overflows fp16.
     """
 
     block_m: int = 128
@@ -51,6 +54,7 @@ class AttentionConfig:
     remainder_warps: int = 4
     remainder_block_n: int = 0
     first_tile_max: bool = False
+    pv_fp16_accumulate: bool = False
 
     def describe(self) -> str:
         """A short human description, e.g. `128x128 tiles, 8 warps, 3 stages; remainder 64 rows, 4 warps`."""
