@@ -164,7 +164,8 @@ def _svg2(runner, q, k, v, config: SVG2Config, state: SVG2State | None, cache_ke
     block_mask = runner.select_blocks(q_clusters.centroids, k_clusters.centroids, k_clusters.cluster_sizes,
                                       config.top_p, config.min_kept_k_clusters, scale)
     plan = ClusterPlan(q_clusters.labels, k_clusters.labels, q_clusters.cluster_sizes,
-                       k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix)
+                       k_clusters.cluster_sizes, block_mask, dense_prefix, dense_suffix,
+                       q_label_sort=q_clusters.label_sort, k_label_sort=k_clusters.label_sort)
     out = runner.sparse_attention(q, k, v, plan, scale, config.qk_int8)
     if state is not None:
         state.store(cache_key, CentroidEntry(

@@ -35,6 +35,8 @@ class ClusterPlan:
 
     q_labels, k_labels: [G, Nc] int32; q_cluster_sizes: [G, Cq] int32; k_cluster_sizes: [G, Ck] int32;
     block_mask: [G, Cq, Ck] bool; the first dense_prefix and last dense_suffix tokens are not clustered.
+    q_label_sort, k_label_sort: the k-means' last label sorts ([G * Nc] int32, `KMeansResult.label_sort`),
+    which the fast path's plan reuses; None: the plan sorts the labels itself.
     """
 
     q_labels: torch.Tensor
@@ -44,6 +46,8 @@ class ClusterPlan:
     block_mask: torch.Tensor
     dense_prefix: int
     dense_suffix: int
+    q_label_sort: torch.Tensor | None = None
+    k_label_sort: torch.Tensor | None = None
 
     def density(self) -> torch.Tensor:
         """Fraction of the N x N attention map this plan computes, dense tokens included: [G] fp32."""

@@ -343,7 +343,7 @@ def run_shape(name: str, args, timer, device) -> dict:
 
     def plan_for(qc, kc, p):
         return ClusterPlan(qc.labels, kc.labels, qc.cluster_sizes, kc.cluster_sizes, block_mask_for(qc, kc, p),
-                           0, dense_suffix)
+                           0, dense_suffix, q_label_sort=qc.label_sort, k_label_sort=kc.label_sort)
 
     def mean_density(p):
         return float(plan_for(q_clusters, k_clusters, p).density().mean())

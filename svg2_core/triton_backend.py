@@ -137,7 +137,7 @@ class TritonBackend:
         return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
                             config.block_m, config.block_n, config.remainder_m,
-                            getattr(plan, "q_label_sort", None), getattr(plan, "k_label_sort", None))
+                            plan.q_label_sort, plan.k_label_sort)
 
     def run_launch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch, scale: float,
                    qk_int8: bool = False) -> torch.Tensor:
