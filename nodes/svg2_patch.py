@@ -17,7 +17,8 @@ BACKENDS = list(BACKEND_NAMES)
 REQUIRED_WIDGETS = {
     "top_p": ("FLOAT", 0.9, 0.01, 1.0, 0.01,
               "Share of each query cluster's estimated attention mass to keep; 0.9 is the official setting. "
-              "Lower computes fewer blocks: faster and less faithful to dense attention."),
+              "Lower computes fewer blocks: faster and less faithful to dense attention. 1.0 keeps every block, "
+              "so the model's own attention serves the calls (SVG2 off)."),
     "num_q_clusters": ("INT", 300, 1, 4096, 1,
                        "k-means clusters for the queries, per head: 300 for 720p, 200 for 480p. More clusters "
                        "select more finely but cost more k-means time."),
@@ -42,8 +43,9 @@ ADVANCED_WIDGETS = {
                    "Attention calls with fewer tokens (8192 by default) stay dense: short sequences gain little "
                    "or lose time."),
 }
-BACKEND_TOOLTIP = ("auto: the Triton fast path on CUDA, dense attention where it cannot run. triton: the same, "
-                   "with a warning when it falls back. torch: the slow PyTorch reference on any device (tests).")
+BACKEND_TOOLTIP = ("auto / triton: the Triton fast path; a call it cannot serve, or a fast-path error, falls back "
+                   "to the model's own attention with one warning. torch: the slow PyTorch reference on any "
+                   "device (tests).")
 QK_INT8_TOOLTIP = (f"On: in calls of {QK_INT8_MIN_TOKENS:,}+ tokens (720p), attention scores from int8 codes of q "
                    "and k, a little faster; at low density it adds noticeably to the error. Off for the model's "
                    "dtype throughout.")
