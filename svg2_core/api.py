@@ -97,7 +97,7 @@ def _clustered(x: torch.Tensor, dense_prefix: int, dense_suffix: int) -> torch.T
 def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SVG2Config, *,
                    state: SVG2State | None = None, cache_key: Hashable = None,
                    dense_prefix: int = 0, dense_suffix: int = 0, backend: str = "auto",
-                   return_info: bool = False):
+                   return_info: bool = False, head_offset: int = 0):
     """SVG2 sparse attention.
 
     q, k, v: [B, H, N, D] (post-RoPE), float32 / float16 / bfloat16, one device.
@@ -112,11 +112,19 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     NaN / Inf in q, k or v: the reference raises ValueError (it reads a flag back from the device); the fast
     path does not check, like torch's scaled_dot_product_attention, so no call waits on the GPU, and NaN / Inf
     reach the output.
+    head_offset: the global index of this call's first head (a Ulysses rank holding heads [r * H, (r + 1) * H)
+    of the model passes r * H). Every head is clustered exactly as in the call on all heads: the cold-start
+    seeds depend on the seed and on the head's own tokens only, never on the order of problems in the call, so
+    the call on a slice of the heads equals that slice of the call on all heads. With a state, keep one
+    `SVG2State` per head slice (a cached entry holds the centroids of the call's own heads).
     top_p 1.0 (or a min_k_cluster_ratio that keeps every key cluster; `config.keeps_every_block`) computes
     exact dense attention through the sparse path, which costs more than dense attention: a caller that only
     wants the output should call its dense attention instead (the ComfyUI node does).
     """
     _check_inputs(q, k, v, config, dense_prefix, dense_suffix, cache_key)
+    if isinstance(head_offset, bool) or not isinstance(head_offset, int) or head_offset < 0:
+        raise ValueError(f"head_offset must be an int >= 0 (the global index of the call's first head), "
+                         f"got {head_offset!r}")
     runner = resolve_backend(backend, q)
     failure_key = fast_path_key(q, config.qk_int8)
     if runner.name == "triton" and backend == "auto" and remembered_failure(failure_key) is not None:
