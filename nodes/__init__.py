@@ -13,3 +13,4 @@ def _register(module_name: str) -> None:
 
 _register("svg2_patch")
 _register("compare")
+_register("raylight")
