@@ -25,6 +25,7 @@ from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 from .plan import AttentionLaunch
 from .quantize import quantize_keys, quantize_queries
+from .value_scale import scale_values_fp16
 
 _LOG2_E = 1.4426950408889634
 
@@ -182,10 +183,39 @@ def _row_scale(qk_scale, QK_INT8: tl.constexpr):
 
 
 @triton.jit
-def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr):
+def _pv_operand(p, v, PV_FP16: tl.constexpr):
+    """The weights as the P V MMA takes them: fp16 (PV_FP16), else v's dtype."""
+    if PV_FP16:
+        return p.to(tl.float16)
+    else:
+        return p.to(v.dtype)
+
+
+@triton.jit
+def _pv_fp16(p, v, BLOCK_N: tl.constexpr, EMULATE: tl.constexpr):
+    """p [BLOCK_M, BLOCK_N] fp16 x v [BLOCK_N, HEAD_DIM] (fp16 values) summed in fp16: the fp16-accumulate MMA
+    (m16n8k16, f16 result) that GeForce cards run at twice the fp32-accumulate rate. EMULATE (interpreter, v as
+    fp32): the interpreter's fp16 dot sums in fp32 and rounds once, so the MMA chain is emulated: every 16 keys
+    their products are summed in fp32 and added to the fp16 partial, rounded to nearest fp16 (overflow: inf)."""
+    if EMULATE:
+        p = p.to(tl.float32)
+        keys = tl.arange(0, BLOCK_N)
+        pv = tl.dot(tl.where((keys < 16)[None, :], p, 0.0), v).to(tl.float16)
+        for step in tl.static_range(16, BLOCK_N, 16):
+            in_step = (keys >= step) & (keys < step + 16)
+            pv = (pv.to(tl.float32) + tl.dot(tl.where(in_step[None, :], p, 0.0), v)).to(tl.float16)
+        return pv
+    else:
+        return tl.dot(p, v, out_dtype=tl.float16)
+
+
+@triton.jit
+def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_INT8: tl.constexpr,
+            PV_FP16: tl.constexpr = False, BLOCK_N: tl.constexpr = 0, UPCAST: tl.constexpr = False):
     """One key tile of the online softmax: new running max, rescaled running sum and accumulator.
     qk_scale: a scalar, or (QK_INT8: int8 codes of q and k, int32 scores) [BLOCK_M] per-row factors.
-    A row with every slot masked so far keeps max 0 (not -inf), sum 0 and accumulator 0."""
+    A row with every slot masked so far keeps max 0 (not -inf), sum 0 and accumulator 0.
+    PV_FP16: the tile's P V in fp16 (`_pv_fp16`; v holds fp16 values), added to the fp32 accumulator."""
     scores = _tile_scores(q, k, QK_INT8)
     row_scale = _row_scale(qk_scale, QK_INT8)
     if MASKED:
@@ -196,7 +226,10 @@ def _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, MASKED: tl.constexpr, QK_
     p = tl.math.exp2(scores * row_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    if PV_FP16:
+        acc = acc * alpha[:, None] + _pv_fp16(_pv_operand(p, v, PV_FP16), v, BLOCK_N, UPCAST).to(tl.float32)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
 
 
@@ -218,7 +251,7 @@ def _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST: t
 @triton.jit
 def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, QK_INT8: tl.constexpr,
-               UPCAST: tl.constexpr):
+               UPCAST: tl.constexpr, PV_FP16: tl.constexpr = False):
     """The online softmax (`_attend`) over all kv_length packed key slots of the query block: (l_i, acc),
     acc / l_i the output."""
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -233,25 +266,27 @@ def _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, 
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         next_slots = key_start + BLOCK_N + within
         rows = tl.load(rows_base + next_slots, mask=next_slots < kv_length, other=0)
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, within, False, QK_INT8, PV_FP16, BLOCK_N, UPCAST)
     if full_end < kv_length:
         # -- the last, partial key tile: slots past kv_length are masked --
         k, v = _load_key_tile(k_base, v_base, rows, dims, k_stride_n, v_stride_n, UPCAST)
         slot_ok = full_end + within < kv_length
-        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8)
+        m_i, l_i, acc = _attend(q, k, v, m_i, l_i, acc, qk_scale, slot_ok, True, QK_INT8, PV_FP16, BLOCK_N, UPCAST)
     return l_i, acc
 
 
 @triton.jit
 def _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                              QK_INT8: tl.constexpr, UPCAST: tl.constexpr):
+                              QK_INT8: tl.constexpr, UPCAST: tl.constexpr, PV_FP16: tl.constexpr = False):
     """Softmax over all kv_length packed key slots with every tile's weights against a fixed reference,
     p = 2^(score - m_ref), m_ref the row max of the query block's first key tile: no later tile waits for a
     reduction of its scores and the accumulator is never rescaled (the output holds unless l_i passes
     FIRST_TILE_MAX_SUM_LIMIT). Pipelined by hand: iteration j takes key tile j's weights from the scores of
     iteration j - 1, issues tile j + 1's score MMA, then tile j's P V MMA (asynchronous), so that the weights
-    of tile j + 1 are computed while the tensor cores run tile j's P V. Returns (l_i, acc)."""
+    of tile j + 1 are computed while the tensor cores run tile j's P V. PV_FP16: each tile's P V in fp16
+    (`_pv_fp16`), added to acc; weights past fp16's range or a tile sum past it give inf / nan in acc, which
+    the caller's overflow check catches. Returns (l_i, acc)."""
     row_scale = _row_scale(qk_scale, QK_INT8)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -273,9 +308,12 @@ def _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_
         rows_next = tl.load(rows_base + after_next, mask=after_next < kv_length, other=0)
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
         l_i += tl.sum(p, axis=1)
-        p = p.to(v.dtype)  # before the score MMA: its fp32 form must not be live beside the new scores
+        p = _pv_operand(p, v, PV_FP16)  # before the score MMA: its fp32 form must not be live beside the new scores
         scores = _tile_scores(q, k, QK_INT8)
-        acc = tl.dot(p, v, acc)
+        if PV_FP16:
+            acc += _pv_fp16(p, v, BLOCK_N, UPCAST).to(tl.float32)
+        else:
+            acc = tl.dot(p, v, acc)
     if num_tiles > 0:
         # -- the last tile, maybe partial: slots past kv_length are masked --
         v = _load_rows(v_base, rows, dims, v_stride_n, UPCAST)
@@ -283,7 +321,10 @@ def _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_
         scores = tl.where(slot_ok[None, :], scores, float("-inf"))
         p = tl.math.exp2(scores * row_scale - m_ref[:, None])
         l_i += tl.sum(p, axis=1)
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        if PV_FP16:
+            acc += _pv_fp16(_pv_operand(p, v, PV_FP16), v, BLOCK_N, UPCAST).to(tl.float32)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
     return l_i, acc
 
 
@@ -294,11 +335,15 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
                              q_stride_b, q_stride_h, q_stride_n, k_stride_b, k_stride_h, k_stride_n,
                              v_stride_b, v_stride_h, v_stride_n, out_stride_b, out_stride_h, out_stride_n,
                              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIRST_TILE_MAX: tl.constexpr = False):
+                             QK_INT8: tl.constexpr, UPCAST: tl.constexpr, FIRST_TILE_MAX: tl.constexpr = False,
+                             PV_FP16: tl.constexpr = False, v_scale_ptr=None):
     """QK_INT8: q_ptr / k_ptr hold int8 codes, q_scale_ptr [G, N] and k_scale_ptr [G] their scales
     (triton_kernels.quantize), and scores come from one int8 MMA (svg2_core.quantize). Else the scale
     pointers are unused. FIRST_TILE_MAX: `_first_tile_max_key_tiles`, with the online softmax again for a
-    query tile whose weights grew past FIRST_TILE_MAX_SUM_LIMIT; else the online softmax (`_key_tiles`)."""
+    query tile whose weights grew past FIRST_TILE_MAX_SUM_LIMIT; else the online softmax (`_key_tiles`).
+    PV_FP16: v_ptr holds v's fp16 copy, v / v_scale (triton_kernels.value_scale; v_scale_ptr [G] fp32, a power
+    of two per problem), P V is summed in fp16 per key tile, and the output is multiplied by v_scale. Else
+    v_scale_ptr is None (a constexpr: no kernel argument)."""
     tile = tl.program_id(0)
     local_problem = tl.program_id(1)
     problem = first_problem + local_problem
@@ -332,17 +377,19 @@ def _sparse_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, q_scale_ptr, k_scale_
     v_base = v_ptr + batch_index * v_stride_b + head_index * v_stride_h
     if FIRST_TILE_MAX:
         l_i, acc = _first_tile_max_key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n,
-                                             qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+                                             qk_scale, dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, PV_FP16)
         # l_i <= limit (2^100) keeps acc finite for |v| < 2^27; inf / nan in acc (larger v) are caught too
         overflow = (l_i > FIRST_TILE_MAX_SUM_LIMIT)[:, None] | (tl.abs(acc) > 3.0e38) | (acc != acc)
         if tl.max(overflow.to(tl.int32)) > 0:
             l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale,
-                                  dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+                                  dims, BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, PV_FP16)
     else:
         l_i, acc = _key_tiles(q, k_base, v_base, rows_base, kv_length, k_stride_n, v_stride_n, qk_scale, dims,
-                              BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST)
+                              BLOCK_M, BLOCK_N, HEAD_DIM, QK_INT8, UPCAST, PV_FP16)
     # A query block that keeps no key at all (never the case for SVG2 masks) gets zeros, like the reference.
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    if PV_FP16:
+        out = out * tl.load(v_scale_ptr + problem)
     out_base = out_ptr + batch_index * out_stride_b + head_index * out_stride_h
     tl.store(out_base + q_tokens[:, None] * out_stride_n + dims[None, :], out.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None])
@@ -378,8 +425,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: 
     of q and k (svg2_core.quantize), coded first (triton_kernels.quantize).
 
     Tiles come from `launch`, warps and stages from `config`. Returns out in q's shape, dtype, original
-    order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v, and with
-    qk_int8 the codes of q and k (half their size).
+    order and (when q is dense) q's strides. Extra memory: one row table, at most q + k + v, with
+    qk_int8 the codes of q and k (half their size), and with config.pv_fp16_accumulate v's scaled fp16 copy
+    (triton_kernels.value_scale: v's size), in all at most 2x q + k + v.
     """
     num_problems, num_tokens, head_dim = problem_rows(q)
     out = torch.empty_like(q)
@@ -388,6 +436,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: 
         k, k_scale = quantize_keys(k)
     else:
         q_scale = k_scale = torch.empty(0, dtype=torch.float32, device=q.device)
+    v_scale = None  # None: a constexpr, no kernel argument
+    if config.pv_fp16_accumulate:
+        v, v_scale = scale_values_fp16(v)
     # the kernel's key offsets within a problem are int32: rows too far apart are read from a compact copy
     if num_tokens * ProblemStrides.of(k).token >= 2 ** 31:
         k = k.contiguous()
@@ -419,5 +470,6 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: 
                 launch.kv_length, kv_rows, first_problem, num_tokens, num_q_blocks, num_tiles, scale * _LOG2_E,
                 q_strides.heads, *q_strides.strides, *k_strides.strides, *v_strides.strides, *out_strides.strides,
                 HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, QK_INT8=qk_int8,
-                UPCAST=interpreting(), FIRST_TILE_MAX=config.first_tile_max, num_warps=warps, num_stages=stages)
+                UPCAST=interpreting(), FIRST_TILE_MAX=config.first_tile_max, PV_FP16=config.pv_fp16_accumulate,
+                v_scale_ptr=v_scale, num_warps=warps, num_stages=stages)
     return out
