@@ -5,10 +5,10 @@ The sparse kernel then sums each key tile's products p x v (p <= 1 under the onl
 arrives in bf16 (or fp16) and may pass fp16's range (65,504), so each problem (batch x head) is multiplied by
 2^e with max |v| x 2^e in [8, 16) (VALUE_TARGET_EXPONENT): every value of a bf16 head then fits fp16 (the
 copy is exact where v's dynamic range within the head spans less than fp16's), a tile of up to 128 keys with
-p <= 1 sums to at most 128 x 16 = 2^11 (32x below fp16's limit, room for the first-tile max's
-weights above 1), and the results keep fp16's normal range down to 2^-18 of the head's largest value. The
-kernel multiplies its output by v_scale = 2^-e (copy x v_scale = v, as codes x scale for the int8 codes). Two passes over v, as for the key codes: per-chunk max |v|, reduced
-in torch to the exponent (no host read), then the copy.
+p <= 1 sums to at most 128 x 16 = 2^11 (32x below fp16's limit, room for the first-tile max's weights above
+1), and the results keep fp16's normal range down to 2^-18 of the head's largest value. The kernel multiplies
+its output by v_scale = 2^-e (copy x v_scale = v, as codes x scale for the int8 codes). Two passes over v, as
+for the key codes: per-chunk max |v|, reduced in torch to the exponent (no host read), then the copy.
 """
 from __future__ import annotations
 
