@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check: the GPU tests, then the library bench at the model shapes, results as JSON.
 #
-#   bash benchmarks/gpu_check.sh [RESULTS_DIR]      # RESULTS_DIR default: $OUT, else bench-out
+#   bash benchmarks/gpu_check.sh [RESULTS_DIR [BENCH_ARGS...]]  # RESULTS_DIR default: $OUT, else bench-out
+#   bash benchmarks/gpu_check.sh out --gpu-class 8.9 --pv-accumulate fp16   # act as an RTX 40xx on this GPU
+#
+# BENCH_ARGS go to every bench; --gpu-class C also runs the GPU tests as class C (SVG2_GPU_CLASS).
 #
 # Writes into RESULTS_DIR:
-#   environment.json           GPU, driver, capability, torch, triton, commit
+#   environment.json           GPU, driver, capability, torch, triton, commit, GPU class acted as
+#   doctor.txt                 python -m svg2_core.doctor: tiles, compiles and one sparse call on this GPU
 #   gpu_tests.json             pytest of tests/gpu and tests/test_triton_*.py: exit status, passed / failed /
 #                              skipped / errors, names of the failures (the log is gpu_tests.txt)
 #   bench_wan21-1.3b-480p.json Wan 2.1 1.3B 480p, scores in bf16 (what the node runs below 50,000 tokens) at
@@ -19,6 +23,10 @@
 set -u
 cd "$(dirname "$0")/.."
 RESULTS=${1:-${OUT:-bench-out}}
+BENCH_ARGS=("${@:2}")
+for ((i = 0; i < ${#BENCH_ARGS[@]}; i++)); do
+    [ "${BENCH_ARGS[$i]}" = "--gpu-class" ] && export SVG2_GPU_CLASS="${BENCH_ARGS[$((i + 1))]}"
+done
 PYTHON=${PYTHON:-python3}
 WHEELS=${SVG2_WHEELS:-.whl}
 mkdir -p "$RESULTS"
@@ -36,6 +44,8 @@ export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 import json, subprocess, sys
 import torch, triton
 info = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
+from svg2_core.gpu_classes import gpu_class
+info["gpu_class"] = gpu_class().describe()
 if torch.cuda.is_available():
     info["gpu"] = torch.cuda.get_device_name()
     info["capability"] = list(torch.cuda.get_device_capability())
@@ -52,6 +62,7 @@ json.dump(info, open(sys.argv[1], "w"), indent=1)
 print(info)
 EOF
 
+"$PYTHON" -m svg2_core.doctor > "$RESULTS/doctor.txt" 2>&1; tail -1 "$RESULTS/doctor.txt"
 "$PYTHON" -m pytest -q tests/gpu tests/test_triton_*.py --junitxml="$RESULTS/gpu_tests.xml" \
     > "$RESULTS/gpu_tests.txt" 2>&1
 TESTS_STATUS=$?
@@ -71,7 +82,7 @@ EOF
 BENCH_STATUS=0
 bench() {  # bench NAME ARGS...: one bench run, JSON and the printed table under $RESULTS
     local name=$1; shift
-    "$PYTHON" -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape "$name" "$@" \
+    "$PYTHON" -m svg2_core.bench --peakedness 4 --rows-per-head 128 --shape "$name" "$@" "${BENCH_ARGS[@]}" \
         --json "$RESULTS/bench_$name.json" > "$RESULTS/bench_$name.txt" 2>&1 || {
         echo "bench $name failed (see $RESULTS/bench_$name.txt)"; [ $BENCH_STATUS = 0 ] && BENCH_STATUS=1; }
     grep -E "^==|SVG2|SDPA|SageAttention|sol_attn|^vs|^no row" "$RESULTS/bench_$name.txt"

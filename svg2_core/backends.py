@@ -215,7 +215,9 @@ def fast_path_error(stage: str, device: torch.device, error: BaseException) -> F
 
 
 class GuardedBackend:
-    """Wraps a fast backend: any exception of a stage comes out as a `FastPathError` (from the original)."""
+    """Wraps a fast backend: any exception of a stage comes out as a `FastPathError` (from the original). A
+    stage that runs out of resources (Triton's OutOfResources) is retried once with smaller tiles where the
+    backend has them (`use_smaller_tiles(device)`: kept for that device from then on, so it happens once)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -224,29 +226,36 @@ class GuardedBackend:
     def unsupported_reason(self, q: torch.Tensor) -> str | None:
         return self.backend.unsupported_reason(q)
 
-    def kmeans(self, points, init_centroids, iterations):
+    def _run(self, stage: str, device: torch.device, call):
         try:
-            return self.backend.kmeans(points, init_centroids, iterations)
+            return call()
         except Exception as error:
-            raise fast_path_error("k-means", points.device, error) from error
+            smaller = getattr(self.backend, "use_smaller_tiles", None)
+            if failure_kind(error) != "out of resources" or smaller is None or not smaller(device):
+                raise fast_path_error(stage, device, error) from error
+            reason = fast_path_error(stage, device, error).reason
+            log.info("SVG2: %s ran out of resources on %s (%s); retrying with smaller tiles, kept for this GPU "
+                     "from now on", stage, device_description(device), reason)
+        try:
+            return call()
+        except Exception as error:
+            raise fast_path_error(stage, device, error) from error
+
+    def kmeans(self, points, init_centroids, iterations):
+        return self._run("k-means", points.device,
+                         lambda: self.backend.kmeans(points, init_centroids, iterations))
 
     def cluster(self, q_points, q_init, k_points, k_init, iterations, overlap=False):
-        try:
-            return self.backend.cluster(q_points, q_init, k_points, k_init, iterations, overlap=overlap)
-        except Exception as error:
-            raise fast_path_error("k-means", q_points.device, error) from error
+        return self._run("k-means", q_points.device,
+                         lambda: self.backend.cluster(q_points, q_init, k_points, k_init, iterations, overlap=overlap))
 
     def select_blocks(self, q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale):
-        try:
-            return self.backend.select_blocks(q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale)
-        except Exception as error:
-            raise fast_path_error("block selection", q_centroids.device, error) from error
+        return self._run("block selection", q_centroids.device, lambda: self.backend.select_blocks(
+            q_centroids, k_centroids, k_cluster_sizes, top_p, min_kept, scale))
 
     def sparse_attention(self, q, k, v, plan, scale, qk_int8=False):
-        try:
-            return self.backend.sparse_attention(q, k, v, plan, scale, qk_int8)
-        except Exception as error:
-            raise fast_path_error("sparse attention", q.device, error) from error
+        return self._run("sparse attention", q.device,
+                         lambda: self.backend.sparse_attention(q, k, v, plan, scale, qk_int8))
 
 
 def _triton_backend() -> Backend | str:
@@ -302,9 +311,12 @@ def remembered_failure(key: tuple) -> FastPathError | None:
 
 
 def forget_failures() -> None:
-    """Try the fast path again (after the cause was fixed, and in tests); a failed import stays remembered."""
+    """Try the fast path again (after the cause was fixed, and in tests), with the GPU class's own tiles again
+    where a launch ran out of resources; a failed import stays remembered."""
     _auto_failures.clear()
     _logged_failures.clear()
+    fast = _BACKENDS.get("triton")
+    getattr(getattr(fast, "backend", None), "smallest_tiles", set()).clear()
 
 
 def resolve_backend(name: str, q: torch.Tensor) -> Backend:

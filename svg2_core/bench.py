@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import statistics
 import subprocess
 import time
@@ -309,7 +310,7 @@ def run_shape(name: str, args, timer, device) -> dict:
     if args.backend == "triton":
         from .triton_backend import TritonBackend
         from .triton_kernels.quantize import quantize_keys, quantize_queries
-        backend = TritonBackend()
+        backend = TritonBackend(pv_fp16_accumulate={"auto": None, "fp16": True, "fp32": False}[args.pv_accumulate])
     else:
         backend = TorchBackend()
     clustered = slice(0, num_tokens - dense_suffix)
@@ -483,6 +484,8 @@ def _environment(device: torch.device) -> dict:
     if device.type == "cuda":
         info["device"] = torch.cuda.get_device_name(device)
         info["capability"] = list(torch.cuda.get_device_capability(device))
+        from .gpu_classes import gpu_class
+        info["gpu_class"] = gpu_class(device).describe()
     try:
         info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                         cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
@@ -532,13 +535,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "svg2_attention call in the node's layout and contiguous, and the profiler's "
                              "kernels of one call")
     parser.add_argument("--profile-rows", type=int, default=14, help="kernels listed per --profile table (default 14)")
+    parser.add_argument("--gpu-class", metavar="CAPABILITY",
+                        help="tile selection acts as this GPU class (e.g. 8.6, 8.9, 12.0; sets SVG2_GPU_CLASS): "
+                             "that class's tiles, fp8 and P V accumulation on this GPU (default: the GPU's own)")
+    parser.add_argument("--pv-accumulate", choices=["auto", "fp16", "fp32"], default="auto",
+                        help="P V accumulation of the Triton kernel per key tile: the GPU class's choice (auto, "
+                             "fp16 on 8.6 / 8.9 / 12.0), or forced")
     parser.add_argument("--json", metavar="PATH", help="also write the results (and the environment) here as JSON")
     parser.add_argument("--quiet", action="store_true", help="print no legend")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.gpu_class:
+        from .gpu_classes import ENV_VAR, parse_arch
+        try:
+            os.environ[ENV_VAR] = str(parse_arch(args.gpu_class) / 10)
+        except ValueError as error:
+            parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = args.shape or (["small"] if device.type == "cuda" else ["tiny"])

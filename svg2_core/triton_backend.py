@@ -12,8 +12,11 @@ synchronisation; a CUDA graph captures both).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from .gpu_classes import gpu_class
 from .kmeans import KMeansResult
 from .problems import as_problems, problem_rows
 from .triton_kernels import interpreting
@@ -51,12 +54,26 @@ def _tensors_of(clusters: KMeansResult) -> list[torch.Tensor]:
 
 class TritonBackend:
     """Fast path on CUDA (or the CPU under TRITON_INTERPRET=1). `attention_config` overrides the tiles
-    (None: `default_config` per head dim and score precision)."""
+    (None: `default_config` per head dim, score precision and the device's GPU class, `gpu_classes`);
+    pv_fp16_accumulate: True / False overrides the class's choice of P V accumulation.
+
+    A device where a launch ran out of resources (`use_smaller_tiles`) takes its class's smallest tiles
+    (the small tile family) for every later call."""
 
     name = "triton"
 
-    def __init__(self, attention_config: AttentionConfig | None = None):
+    def __init__(self, attention_config: AttentionConfig | None = None, pv_fp16_accumulate: bool | None = None):
         self.attention_config = attention_config
+        self.pv_fp16_accumulate = pv_fp16_accumulate  # None: the GPU class's choice (`default_config`)
+        self.smallest_tiles: set[str] = set()  # devices, as str(device)
+
+    def use_smaller_tiles(self, device: torch.device) -> bool:
+        """After an OutOfResources on `device`: its calls take the smallest tiles from now on. True when that
+        changes the tiles (worth one retry), False when they were already the smallest."""
+        if str(device) in self.smallest_tiles:
+            return False
+        self.smallest_tiles.add(str(device))
+        return True
 
     def unsupported_reason(self, q: torch.Tensor) -> str | None:
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
@@ -83,12 +100,13 @@ class TritonBackend:
         centroids = init_centroids.float().contiguous()
         num_clusters = centroids.shape[1]
         fp8 = fp8_dot_supported(points.device)
+        smallest = str(points.device) in self.smallest_tiles
         assign_points, frame = points, None
         if fp8 and iterations > 0:
             frame = fp8_frame(centroids)
             assign_points = points_to_fp8(points, frame)
         for _ in range(iterations):
-            labels = assign_to_nearest(assign_points, centroids, frame=frame)
+            labels = assign_to_nearest(assign_points, centroids, frame=frame, smallest=smallest)
             sorted_points, cluster_offsets = sort_by_label(labels, num_clusters)
             centroids, cluster_sizes = update_centroids(points, sorted_points, cluster_offsets, centroids)
         return KMeansResult(labels=labels, centroids=centroids, cluster_sizes=cluster_sizes, label_sort=sorted_points)
@@ -125,15 +143,23 @@ class TritonBackend:
             return reference_top_p_mask(probabilities, top_p, min_kept)
         return top_p_mask(probabilities, top_p, min_kept)
 
-    def config_for(self, head_dim: int, qk_int8: bool = False) -> AttentionConfig:
-        """The configuration given to the backend, else the default for this head dim and score precision
-        (the plan's tiles do not depend on the precision, only the kernel's pipeline stages)."""
-        return self.attention_config or default_config(head_dim, qk_int8)
+    def config_for(self, head_dim: int, qk_int8: bool = False, device: torch.device | None = None
+                   ) -> AttentionConfig:
+        """The configuration given to the backend, else the default for this head dim, score precision and
+        `device`'s GPU class (None: the current device's); the smallest tiles after `use_smaller_tiles(device)`.
+        The plan's tiles do not depend on the precision, only the kernel's pipeline stages."""
+        if self.attention_config is not None:
+            return self.attention_config
+        smallest = device is not None and str(device) in self.smallest_tiles
+        config = default_config(head_dim, qk_int8, gpu_class(device) if device is not None else None, smallest)
+        if self.pv_fp16_accumulate is not None:
+            config = replace(config, pv_fp16_accumulate=self.pv_fp16_accumulate)
+        return config
 
     def plan_launch(self, plan, num_tokens: int, head_dim: int) -> AttentionLaunch:
         """Kernel metadata for a ClusterPlan (the "plan" half of a call); the plan's label sorts
         (q_label_sort / k_label_sort, from the k-means results) spare sorting the labels again."""
-        config = self.config_for(head_dim)
+        config = self.config_for(head_dim, device=plan.q_labels.device)
         return build_launch(plan.q_labels, plan.k_labels, plan.q_cluster_sizes, plan.k_cluster_sizes,
                             plan.block_mask, plan.dense_prefix, plan.dense_suffix, num_tokens,
                             config.block_m, config.block_n, config.remainder_m,
@@ -142,7 +168,7 @@ class TritonBackend:
     def run_launch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, launch: AttentionLaunch, scale: float,
                    qk_int8: bool = False) -> torch.Tensor:
         """The "run" half: q, k, v in original order, read in place (with qk_int8, q and k are coded first)."""
-        return sparse_attention(q, k, v, launch, scale, self.config_for(q.shape[-1], qk_int8), qk_int8)
+        return sparse_attention(q, k, v, launch, scale, self.config_for(q.shape[-1], qk_int8, q.device), qk_int8)
 
     def sparse_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan,
                          scale: float, qk_int8: bool = False) -> torch.Tensor:

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..gpu_classes import GpuClass
+from ..gpu_classes import gpu_class as current_gpu_class
 from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 from .plan import AttentionLaunch
@@ -69,19 +71,45 @@ class AttentionConfig:
         return text + ("; first-tile max" if self.first_tile_max else "")
 
 
-def default_config(head_dim: int, qk_int8: bool = False) -> AttentionConfig:
-    """The tiles measured fastest on the H200 (BENCHMARKS.md).
+def default_config(head_dim: int, qk_int8: bool = False, gpu_class: GpuClass | None = None,
+                   smallest: bool = False) -> AttentionConfig:
+    """The tiles of `gpu_class` (None: the current device's, `gpu_classes.gpu_class()`) by its tile family;
+    smallest: the small family's (what a launch that ran out of resources is retried with).
 
-    Head dim 128, bf16 / fp16 scores: 128 x 128 tiles, 8 warps, 3 stages, remainder tiles of 64 rows x 4 warps
-    (two stages would not make room for a second program and are slower; the first-tile max needs more shared
-    memory than a block has at 3 stages). Head dim 128, int8 scores: the first-tile max with scores a tile
-    ahead (shorter dependency chain per key tile, though the main tiles' registers spill), and remainder tiles
-    of 64 keys, which spill nothing and fit two programs per SM. Head dim 64: 128 x 64 tiles, 4 warps."""
-    if interpreting():
-        return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16)
+    Large (sm_80 / sm_90 / sm_100; measured fastest on the H200, BENCHMARKS.md): head dim 128, bf16 / fp16
+    scores: 128 x 128 tiles, 8 warps, 3 stages, remainder tiles of 64 rows x 4 warps (two stages would not make
+    room for a second program and are slower; the first-tile max needs more shared memory than a block has at
+    3 stages). Head dim 128, int8 scores: the first-tile max with scores a tile ahead (shorter dependency chain
+    per key tile, though the main tiles' registers spill), and remainder tiles of 64 keys, which spill nothing
+    and fit two programs per SM. Head dim 64: 128 x 64 tiles, 4 warps.
+    Consumer (101,376 B per block: sm_86 / sm_89 / sm_120): 128 x 64 tiles at head dim 128 too, 8 warps,
+    3 stages, the first-tile max with int8 scores; P V accumulates in fp16 per key tile where the class's
+    fp16-accumulate MMA runs at double rate. Small: 64 x 64 tiles, 4 warps, 2 stages, no remainder tiles.
+    The plan's tiles (block_m, block_n, remainder_m) do not depend on the score precision."""
+    gpu_class = gpu_class or current_gpu_class()
+    if interpreting():  # small tiles (the interpreter's time grows with them); P V as the class takes it
+        pv_fp16 = gpu_class.fp16_accumulate_double_rate
+        if smallest:
+            return AttentionConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, remainder_m=0,
+                                   pv_fp16_accumulate=pv_fp16)
+        return AttentionConfig(block_m=32, block_n=32, num_warps=4, num_stages=1, remainder_m=16,
+                               pv_fp16_accumulate=pv_fp16)
+    return class_config(head_dim, qk_int8, gpu_class, smallest)
+
+
+def class_config(head_dim: int, qk_int8: bool, gpu_class: GpuClass, smallest: bool = False) -> AttentionConfig:
+    """`default_config`'s GPU tiles for `gpu_class`, whether or not kernels run interpreted (the compile
+    check's)."""
+    family = "small" if smallest else gpu_class.tile_family
+    pv_fp16 = gpu_class.fp16_accumulate_double_rate
+    if family == "small":
+        return AttentionConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, remainder_m=0,
+                               first_tile_max=qk_int8, pv_fp16_accumulate=pv_fp16)
     if head_dim <= 64:
         return AttentionConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, remainder_m=64,
-                               remainder_warps=4)
+                               remainder_warps=4, pv_fp16_accumulate=pv_fp16)
+    if family == "consumer":
+        return AttentionConfig(block_m=128, block_n=64, first_tile_max=qk_int8, pv_fp16_accumulate=pv_fp16)
     if qk_int8:
         return AttentionConfig(remainder_block_n=64, first_tile_max=True)
     return AttentionConfig()

@@ -13,17 +13,31 @@ import torch
 import triton
 import triton.language as tl
 
+from ..gpu_classes import GpuClass
+from ..gpu_classes import gpu_class as current_gpu_class
 from ..problems import ProblemStrides, problem_rows
 from . import interpreting
 
 
-def _assign_configs():
-    if interpreting():
-        return [triton.Config({"BLOCK_N": 64, "BLOCK_C": 64}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
-            for block_n, block_c, warps, stages in ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2),
-                                                    (256, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 4),
-                                                    (256, 128, 8, 3), (128, 64, 8, 3))]
+# The assign kernel's autotuned (BLOCK_N, BLOCK_C, warps, stages) per tile family (gpu_classes): the large
+# family's list as measured on the H200; the consumer family keeps those whose bf16 block fits 101,376 B of
+# shared memory (every fp8 one does); the small family one configuration (also the out-of-resources retry).
+ASSIGN_TILES = {
+    "large": ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2), (256, 64, 8, 3), (64, 128, 4, 3),
+              (128, 128, 8, 4), (256, 128, 8, 3), (128, 64, 8, 3)),
+    "consumer": ((128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 4, 2), (256, 64, 8, 3), (64, 128, 4, 3),
+                 (128, 64, 8, 3)),
+    "small": ((128, 64, 4, 2),),
+}
+INTERPRETER_ASSIGN_TILES = ((64, 64, 4, 1),)
+
+
+def assign_tiles(gpu_class: GpuClass | None = None, smallest: bool = False) -> tuple[tuple[int, int, int, int], ...]:
+    """The assign kernel's autotuned (BLOCK_N, BLOCK_C, num_warps, num_stages) for `gpu_class` (None: the
+    current device's); smallest: the small family's."""
+    if interpreting():  # several configurations fail under the interpreter
+        return INTERPRETER_ASSIGN_TILES
+    return ASSIGN_TILES["small" if smallest else (gpu_class or current_gpu_class()).tile_family]
 
 
 def _configs_that_tile_the_centroids(configs, named_args, **kwargs):
@@ -92,8 +106,6 @@ def _slot_labels(best, keep, BLOCK_C: tl.constexpr):
     return (tl.min(keys, axis=1) & 0xFFFFFFFF).to(tl.int32)
 
 
-@triton.autotune(configs=_assign_configs(), key=["num_clusters", "HEAD_DIM"],
-                 prune_configs_by={"early_config_prune": _configs_that_tile_the_centroids})
 @triton.jit
 def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
                    num_points, num_clusters, padded_clusters, code_bits, heads, stride_pb, stride_ph, stride_pn,
@@ -134,6 +146,21 @@ def _assign_kernel(points_ptr, centroids_ptr, centroid_sq_norms_ptr, labels_ptr,
     # a point whose every distance is NaN (NaN activations) would take a padding centroid (+inf < NaN as bits):
     # keep its label in range
     tl.store(labels_ptr + problem * num_points + rows, tl.minimum(best_label, num_clusters - 1), mask=row_ok)
+
+
+_ASSIGN_AUTOTUNERS: dict[tuple, object] = {}
+
+
+def assign_autotuner(tiles: tuple[tuple[int, int, int, int], ...]):
+    """The assign kernel autotuned over `tiles` (`assign_tiles`), made on first use (an autotuner made at
+    import asks older Tritons for a GPU driver) and kept per list."""
+    if tiles not in _ASSIGN_AUTOTUNERS:
+        configs = [triton.Config({"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps, num_stages=stages)
+                   for block_n, block_c, warps, stages in tiles]
+        _ASSIGN_AUTOTUNERS[tiles] = triton.autotune(
+            configs=configs, key=["num_clusters", "HEAD_DIM"],
+            prune_configs_by={"early_config_prune": _configs_that_tile_the_centroids})(_assign_kernel)
+    return _ASSIGN_AUTOTUNERS[tiles]
 
 
 @triton.jit
@@ -308,13 +335,15 @@ def assign_operands(centroids: torch.Tensor, dtype: torch.dtype, frame: Fp8Frame
 
 
 def fp8_dot_supported(device: torch.device) -> bool:
-    """float8 e4m3 tensor-core dots: Ada / Hopper and newer (compute capability 8.9), and the interpreter."""
+    """float8 e4m3 tensor-core dots: where the GPU class acted as has them (8.9, 9.0, 10.0, 12.0; a class forced
+    by SVG2_GPU_CLASS decides, not the device), and the interpreter."""
     if device.type != "cuda":
         return interpreting()
-    return torch.cuda.get_device_capability(device) >= (8, 9)
+    return current_gpu_class(device).fp8_dots
 
 
-def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, frame: Fp8Frame | None = None) -> torch.Tensor:
+def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, frame: Fp8Frame | None = None,
+                      gpu_class: GpuClass | None = None, smallest: bool = False) -> torch.Tensor:
     """Nearest centroid per point. points: [G, N, D] or [B, H, N, D] (last dim contiguous, read in place);
     centroids: [G, C, D] fp32. Distances that agree in all but their low code bits (within 2^-18 of the value
     at up to 1,024 clusters) count as a tie, which the lower index wins.
@@ -322,6 +351,7 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, frame: Fp8F
     Distances use a tensor-core dot with fp32 accumulation in the points' dtype, the centroids rounded to it.
     float8_e4m3fn points (`points_to_fp8(points, frame)`) take their `frame`: 3 mantissa bits per centered
     coordinate, so labels change only where two centroids are nearly as near.
+    Tiles autotuned among `assign_tiles(gpu_class, smallest)` (gpu_class None: the points' device's).
     Returns labels [G, N] int32.
     """
     fp8 = points.dtype == torch.float8_e4m3fn
@@ -338,9 +368,10 @@ def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor, frame: Fp8F
     def grid(meta):
         return (triton.cdiv(num_points, meta["BLOCK_N"]), num_problems)
 
-    _assign_kernel[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters, padded_clusters,
-                         code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim, UPCAST=interpreting(),
-                         USE_ASM=not interpreting())
+    tiles = assign_tiles(gpu_class or current_gpu_class(points.device), smallest)
+    assign_autotuner(tiles)[grid](points, centroids_low, centroid_sq_norms, labels, num_points, num_clusters,
+                                  padded_clusters, code_bits, *ProblemStrides.of(points).args(), HEAD_DIM=head_dim,
+                                  UPCAST=interpreting(), USE_ASM=not interpreting())
     return labels
 
 
