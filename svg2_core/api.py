@@ -15,7 +15,7 @@ import torch
 from .backends import (ClusterPlan, FastPathError, fast_path_key, remember_failure, remembered_failure,
                        resolve_backend)
 from .config import SVG2Config
-from .kmeans import sample_initial_centroids
+from .kmeans import grid_initial_centroids
 from .problems import as_problems
 from .state import CentroidEntry, CentroidSignature, SVG2State
 
@@ -104,7 +104,8 @@ def svg2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: SV
     Returns out [B, H, N, D] in q's dtype and device (with q's strides when q is a dense tensor, so a
     transposed view of [B, N, H * D] gets one back), or (out, SVG2Info) with return_info=True.
     state / cache_key: centroid cache; without a cached entry k-means runs `kmeans_init_iters` from
-    random distinct seeds, with one it runs `kmeans_iters` from the cached centroids.
+    seeds spread evenly over the token order (svg2_core.kmeans.grid_initial_centroids), with one it runs
+    `kmeans_iters` from the cached centroids.
     backend: "torch" (reference), "triton" (fast path: ValueError if it cannot serve the call, FastPathError
     naming the cause if a kernel fails to compile or launch), "auto" (the fast path where it can serve the call;
     a call whose kernels fail is served by the reference, the reason logged once, and later calls of that
@@ -156,9 +157,10 @@ def _svg2(runner, q, k, v, config: SVG2Config, state: SVG2State | None, cache_ke
                                   config.num_k_clusters, str(q.device))
     cached = state.lookup(cache_key, signature) if state is not None else None
     if cached is None:
-        generator = torch.Generator(device=q.device).manual_seed(config.seed)
-        q_init = sample_initial_centroids(q_points, config.num_q_clusters, generator)
-        k_init = sample_initial_centroids(k_points, config.num_k_clusters, generator)
+        # seeds spread over the token order: the same positions for every (batch, head), so a call on a
+        # slice of the heads clusters each head as the call on all of them does
+        q_init = grid_initial_centroids(q_points, config.num_q_clusters, config.seed)
+        k_init = grid_initial_centroids(k_points, config.num_k_clusters, config.seed)
         iterations = config.kmeans_init_iters
     else:
         q_init = cached.q_centroids.reshape(num_problems, config.num_q_clusters, head_dim)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .backends import ClusterPlan, TorchBackend
 from .config import SVG2Config
-from .kmeans import sample_initial_centroids
+from .kmeans import grid_initial_centroids
 from .layout import block_of_tokens
 from .synthetic import MODEL_SHAPES, structured_qkv
 
@@ -315,9 +315,8 @@ def run_shape(name: str, args, timer, device) -> dict:
         backend = TorchBackend()
     clustered = slice(0, num_tokens - dense_suffix)
     q_points, k_points = q[:, clustered], k[:, clustered]
-    generator = torch.Generator(device=device).manual_seed(0)
-    q_init = sample_initial_centroids(q_points, args.q_clusters, generator)
-    k_init = sample_initial_centroids(k_points, args.k_clusters, generator)
+    q_init = grid_initial_centroids(q_points, args.q_clusters, seed=0)  # the library's cold start
+    k_init = grid_initial_centroids(k_points, args.k_clusters, seed=0)
 
     def cold():
         return backend.kmeans(q_points, q_init, args.cold_iters), backend.kmeans(k_points, k_init, args.cold_iters)
@@ -515,9 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "at a given top_p (default 4.0)")
     parser.add_argument("--q-clusters", type=int, default=None, help="query clusters; default 300 (tiny: 16)")
     parser.add_argument("--k-clusters", type=int, default=None, help="key clusters; default 1000 (tiny: 48)")
-    parser.add_argument("--cold-iters", type=int, default=50,
-                        help="Lloyd steps of the cold k-means that gives the warm-start centroids (default 50; at most 10 "
-                             "on the CPU)")
+    parser.add_argument("--cold-iters", type=int, default=SVG2Config().kmeans_init_iters,
+                        help="Lloyd steps of the cold k-means from grid seeds, as a call without cached centroids runs "
+                             "(default: SVG2Config's kmeans_init_iters, %(default)s; at most 10 on the CPU)")
     parser.add_argument("--min-k-cluster-ratio", type=float, default=0.10,
                         help="each query cluster keeps at least this share of the key clusters (the node's "
                              "min_k_cluster_ratio; default 0.10)")

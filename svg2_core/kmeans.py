@@ -30,7 +30,8 @@ class KMeansResult:
 
 
 def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:
-    """Cold start: `num_clusters` distinct points per problem, chosen uniformly at random.
+    """`num_clusters` distinct points per problem, chosen uniformly at random (the library's cold start is
+    `grid_initial_centroids`; this one is a baseline for tests and benchmarks).
 
     points: [G, N, D] or [B, H, N, D] (G = B x H) with N >= num_clusters; returns [G, C, D] fp32.
     """
@@ -42,6 +43,40 @@ def sample_initial_centroids(points: torch.Tensor, num_clusters: int, generator:
     problem = torch.arange(num_problems, device=points.device).unsqueeze(1)
     heads = by_head.shape[1]
     return by_head[problem // heads, problem % heads, seed_index].float()
+
+
+def grid_seed_index(num_points: int, num_clusters: int, seed: int, device=None) -> torch.Tensor:
+    """Token indices of the grid seeds: stratum i is tokens [floor(i N / C), floor((i + 1) N / C)) and seed i
+    the token at fraction u_i of it, u_i in [0, 1) drawn from `seed` (the same for every problem).
+
+    One offset per stratum rather than one for all: a fixed stride that divides a frame's row would put
+    every seed in the same few columns. Distinct and increasing when N >= C. Returns [C] int64 made on
+    `device` (no host-device copy).
+    """
+    if not 1 <= num_clusters <= num_points:
+        raise ValueError(f"grid seeding needs 1 <= num_clusters <= num_points, got {num_clusters} clusters "
+                         f"for {num_points} points")
+    device = torch.device(device if device is not None else "cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    offsets = torch.rand(num_clusters, generator=generator, device=device, dtype=torch.float64)
+    bounds = torch.arange(num_clusters + 1, device=device, dtype=torch.int64).mul_(num_points).div_(
+        num_clusters, rounding_mode="floor")
+    widths = bounds[1:] - bounds[:-1]
+    return bounds[:-1] + (offsets * widths).floor_().to(torch.int64).clamp_(max=widths - 1)
+
+
+def grid_initial_centroids(points: torch.Tensor, num_clusters: int, seed: int) -> torch.Tensor:
+    """Cold start: seeds spread evenly over the token order, the same token positions for every problem.
+
+    Video tokens are in frame-major raster order, so evenly spaced tokens cover every frame and region;
+    a few Lloyd iterations from them reach the objective of a long Lloyd from k-means++ seeds (tests/
+    test_cold_start.py). The positions depend on N, C and `seed` only, so a call on some of the heads seeds
+    each head exactly as a call on all of them.
+    points: [G, N, D] or [B, H, N, D] (G = B x H) with N >= num_clusters; returns [G, C, D] fp32.
+    """
+    num_problems, num_points, head_dim = problem_rows(points)
+    seed_index = grid_seed_index(num_points, num_clusters, seed, points.device)
+    return points[..., seed_index, :].reshape(num_problems, num_clusters, head_dim).float()
 
 
 def assign_to_nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
