@@ -172,3 +172,22 @@ def test_a_forced_consumer_class_serves_calls_with_fp16_pv(monkeypatch):
     out = backend.sparse_attention(q, k, v, plan, 0.125)
     reference = TorchBackend().sparse_attention(q.float(), k.float(), v.float(), plan, 0.125)
     assert relative_error(out.float(), reference) < 0.01
+
+
+def test_the_kernels_import_without_making_an_autotuner():
+    """An autotuner made at import asks older Tritons for a GPU driver: the assign kernel's are made on first
+    use, so importing the fast path makes none (checked in a fresh interpreter, GPU compile mode)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, triton\n"
+            "from triton.runtime.autotuner import Autotuner\n"
+            "import svg2_core.triton_backend\n"
+            "found = [f'{m}.{n}' for m, module in list(sys.modules.items()) if m.startswith('svg2_core')\n"
+            "         for n, value in vars(module).items() if isinstance(value, Autotuner)]\n"
+            "from svg2_core.triton_kernels import kmeans\n"
+            "print(found, len(kmeans._ASSIGN_AUTOTUNERS))\n")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and result.stdout.split() == ["[]", "0"], result.stdout + result.stderr
