@@ -25,15 +25,58 @@ FORWARD_KEY = "svg2_forward"
 KEEPS_EVERY_BLOCK = "top_p 1.0 keeps every block"  # one of BY_DESIGN_DENSE_REASONS
 
 
+# A step's sigma within this relative distance of a boundary counts as on it: schedules are stored in float32
+# and percent_to_sigma computes in float64.
+SIGMA_RTOL = 1e-4
+WARMUP_STEP = "warm-up step"  # one of BY_DESIGN_DENSE_REASONS
+LAST_STEP = "last step"  # one of BY_DESIGN_DENSE_REASONS
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Which calls stay dense by design: the first/last steps of a sampler call, the first layers,
-    sequences shorter than min_tokens."""
+    """Which calls stay dense by design: the warm-up at the start of the schedule, a tail at its end, the first
+    layers, sequences shorter than min_tokens.
+
+    dense_warmup_percent / dense_last_percent: shares of the whole denoising schedule, placed by noise level as
+    ComfyUI's start_percent / end_percent are (`model_sampling.percent_to_sigma`): a step whose sigma is above
+    percent_to_sigma(dense_warmup_percent) is warm-up, one whose sigma is at or below
+    percent_to_sigma(1 - dense_last_percent) is in the tail. With the simple / normal schedulers a step i of n
+    is warm-up when i < dense_warmup_percent * n (0.2: 1 of 4 steps, 2 of 8, 4 of 20, 10 of 50). Sigma, not
+    the step index, decides, so two samplers that split one schedule (Wan 2.2's experts) share the setting.
+    dense_warmup_steps / dense_last_steps: -1 leaves the decision to the percent; 0 or more counts steps of
+    this sampler call instead (the meaning of workflows saved before the percent widgets existed).
+    """
 
     dense_warmup_steps: int
     dense_last_steps: int
     dense_layers: int
     min_tokens: int
+    dense_warmup_percent: float = 0.2
+    dense_last_percent: float = 0.0
+
+    def phase(self, step: int, total_steps: int | None, sigma: float | None, percent_to_sigma=None) -> str | None:
+        """WARMUP_STEP, LAST_STEP or None for step `step` of `total_steps` in this sampler call, at noise level
+        `sigma`. percent_to_sigma: the model's `model_sampling.percent_to_sigma`; without it (or without sigma)
+        the percent counts this sampler call's steps."""
+        by_sigma = sigma is not None and percent_to_sigma is not None
+        if self.dense_warmup_steps >= 0:
+            if step < self.dense_warmup_steps:
+                return WARMUP_STEP
+        elif by_sigma:
+            if sigma > float(percent_to_sigma(self.dense_warmup_percent)) * (1 + SIGMA_RTOL):
+                return WARMUP_STEP
+        elif total_steps is not None and step < self.dense_warmup_percent * total_steps * (1 - SIGMA_RTOL):
+            return WARMUP_STEP
+        if self.dense_last_steps >= 0:
+            if total_steps is not None and step >= total_steps - self.dense_last_steps:
+                return LAST_STEP
+        elif self.dense_last_percent > 0:
+            if by_sigma:
+                if sigma <= float(percent_to_sigma(1.0 - self.dense_last_percent)) * (1 + SIGMA_RTOL):
+                    return LAST_STEP
+            elif total_steps is not None and step >= (1.0 - self.dense_last_percent) * total_steps * (1 - SIGMA_RTOL):
+                return LAST_STEP
+        return None
 
 
 @dataclass
@@ -138,10 +181,9 @@ class SVG2AttentionOverride:
             return "fewer tokens than min_tokens"
         if context.step is None:
             return "no sampling schedule (sample_sigmas)"
-        if context.step < self.schedule.dense_warmup_steps:
-            return "warm-up step"
-        if context.total_steps is not None and context.step >= context.total_steps - self.schedule.dense_last_steps:
-            return "last step"
+        phase = self.schedule.phase(context.step, context.total_steps, context.sigma, context.percent_to_sigma)
+        if phase is not None:
+            return phase
         if call.layer < self.schedule.dense_layers:
             return "dense layer"
         if self.config.keeps_every_block:  # the sparse path would only cost more than dense attention

@@ -53,7 +53,9 @@ class ForwardContext:
     owner: the patch that made it (an override only serves its own patch's contexts);
     step / total_steps: None when the call carries no sampling schedule; geometry: None when the model
     is not served (then `unsupported` says why); video_tokens: tokens of the latent (+ reference frames);
-    text_tokens: the conditioning length, which joint-attention text is at least as long as.
+    text_tokens: the conditioning length, which joint-attention text is at least as long as;
+    sigma: this forward's noise level; percent_to_sigma: the model's `model_sampling.percent_to_sigma` (the
+    schedule's warm-up and tail are placed by noise level; attention_override.Schedule).
     """
 
     owner: object
@@ -67,6 +69,8 @@ class ForwardContext:
     branch: tuple
     self_attention_calls: int = 0
     seen_layers: dict = field(default_factory=dict)
+    sigma: float | None = None
+    percent_to_sigma: object = None
 
     def next_layer(self, block_type, block_index) -> tuple[int, tuple]:
         """(global layer index, cache key part) of the next video self-attention call in this forward.

@@ -1,6 +1,6 @@
 """Installs SVG2 on a ModelPatcher clone: the attention override plus two keyed wrappers.
 
-APPLY_MODEL (once per forward): step from `sample_sigmas`, token geometry from the latent, CFG branch,
+APPLY_MODEL (once per forward): step from `sample_sigmas` and the noise level, token geometry from the latent, CFG branch,
 written into that forward's `transformer_options` as a `ForwardContext`. OUTER_SAMPLE (once per
 sampling run): a fresh `RunState` and, for the run, a `memory_usage_factor` raised by SVG2's extra
 activations and its centroid cache (ComfyUI sizes weight offloading and cond batching with it); a run whose
@@ -38,7 +38,9 @@ class SVG2Patch:
         self.settings = {"top_p": config.top_p, "num_q_clusters": config.num_q_clusters,
                          "num_k_clusters": config.num_k_clusters, "backend": backend,
                          "dense_warmup_steps": schedule.dense_warmup_steps,
-                         "dense_last_steps": schedule.dense_last_steps, "dense_layers": schedule.dense_layers}
+                         "dense_last_steps": schedule.dense_last_steps, "dense_layers": schedule.dense_layers,
+                         "dense_warmup_percent": schedule.dense_warmup_percent,
+                         "dense_last_percent": schedule.dense_last_percent}
         self.override = SVG2AttentionOverride(self, config, schedule, backend, previous_override, allow_compile)
         self.run: RunState | None = None
         self.last_stats: dict | None = None
@@ -162,8 +164,10 @@ class SVG2Patch:
         window = options.get("context_window")
         if window is not None:
             branch += (tuple(getattr(window, "index_list", ())),)
-        return ForwardContext(self, self.run, step_index(sigma, schedule), total_steps, geometry, None,
-                              video_tokens, text_tokens, branch)
+        sigma_value = _sigma_value(sigma)
+        step = step_index(torch.tensor([sigma_value]), schedule) if sigma_value is not None else None
+        return ForwardContext(self, self.run, step, total_steps, geometry, None, video_tokens, text_tokens, branch,
+                              sigma=sigma_value, percent_to_sigma=_percent_to_sigma(base_model))
 
     def _report(self, run: RunState) -> None:
         try:
@@ -177,3 +181,17 @@ class SVG2Patch:
             log.exception("SVG2: could not summarise the run")
         finally:
             run.reset()
+
+
+def _sigma_value(sigma) -> float | None:
+    """This forward's noise level as a float (one small device read per forward, none per attention call)."""
+    if not isinstance(sigma, torch.Tensor) or sigma.numel() == 0:
+        return None
+    return float(sigma.detach().flatten()[0].float().cpu())
+
+
+def _percent_to_sigma(base_model):
+    """The model's `model_sampling.percent_to_sigma` (object patches such as ModelSamplingSD3's shift are in
+    place while sampling), or None."""
+    function = getattr(getattr(base_model, "model_sampling", None), "percent_to_sigma", None)
+    return function if callable(function) else None
