@@ -21,6 +21,8 @@ from comfy_server import get_json, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+# workflows as saved before the schedule-share widgets (dense_warmup_percent, dense_last_percent) existed
+SAVED_WORKFLOWS = sorted((Path(__file__).resolve().parent / "saved_workflows").glob("*.json"))
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 
 
@@ -107,8 +109,11 @@ def to_api(workflow: dict, object_info: dict) -> dict:
         for name, spec in _widget_inputs(info):
             kind, opts = _kind(spec), _options(spec)
             is_widget = kind in WIDGET_TYPES and not opts.get("forceInput")
-            if is_widget:
-                assert values, f"{where}: no widget value left for {name!r}"
+            if is_widget and not values:
+                # the frontend gives a widget that a saved node predates (added at the end) its default
+                assert "default" in opts, f"{where}: no widget value left for {name!r}"
+                value = opts["default"]
+            elif is_widget:
                 value = values.pop(0)
                 if opts.get("control_after_generate"):
                     assert values and values.pop(0) in ("fixed", "increment", "decrement", "randomize"), (
@@ -171,7 +176,7 @@ def server(tmp_path_factory):
     if not COMFYUI_PATH:
         pytest.skip("COMFYUI_PATH is not set: these tests need a real ComfyUI checkout (see DEVELOPERS.md)")
     root = tmp_path_factory.mktemp("comfyui")
-    _placeholder_files([_load(p) for p in WORKFLOWS], root)
+    _placeholder_files([_load(p) for p in WORKFLOWS + SAVED_WORKFLOWS], root)
     folders = tuple(sorted({folder for folder, _ in LOADER_FOLDERS.values()}))
     with running_server(Path(COMFYUI_PATH), root, {"ComfyUI-SVG2": REPO}, folders) as (url, log):
         yield {"url": url, "object_info": get_json(url + "/object_info", timeout=60), "log": log}
@@ -180,7 +185,8 @@ def server(tmp_path_factory):
 def test_every_workflow_is_here():
     names = {p.stem for p in WORKFLOWS}
     assert len(names) >= 7, names
-    for model in ("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_14B", "wan2.2_a14b", "wan2.2_ti2v_5B", "hunyuan", "compare"):
+    for model in ("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_14B", "wan2.2_a14b", "wan2.2_ti2v_5B", "hunyuan", "compare",
+                  "wan2.2_a14b_t2v_720p_lightx2v_4step", "wan2.1_t2v_14B_720p_lightx2v_8step"):
         assert any(model in name for name in names), f"no workflow for {model}"
 
 
@@ -240,19 +246,56 @@ def test_svg2_sits_between_loader_and_sampler(server, path):
         1 for n in prompt.values() if n["class_type"] in MODEL_LOADERS), "one SVG2 node per diffusion model"
 
 
-def test_wan22_warmup_sits_on_the_high_noise_expert(server):
-    path = next(p for p in WORKFLOWS if "wan2.2_a14b" in p.stem)
-    prompt = to_api(_load(path), server["object_info"])
+def _wan22_experts(prompt: dict):
+    """(high-noise KSamplerAdvanced, its SVG2 inputs), (low-noise one, its SVG2 inputs)."""
     experts = {}
     for node in prompt.values():
         if node["class_type"] == "KSamplerAdvanced":
             model_chain = _model_sources(prompt, node["inputs"]["model"][0])[0]
             svg2 = next(prompt[i] for i in model_chain if prompt[i]["class_type"] == SVG2_NODE)
-            experts[node["inputs"]["start_at_step"]] = (node, svg2)
-    (high, high_svg2), (low, low_svg2) = experts[0], experts[max(experts)]
+            experts[node["inputs"]["start_at_step"]] = (node, svg2["inputs"])
+    return experts[0], experts[max(experts)]
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if "wan2.2_a14b" in p.stem], ids=lambda p: p.stem)
+def test_wan22_experts_share_one_warmup(server, path):
+    """Step counts (older workflows) belong on the high-noise expert; a percent is the same on both experts."""
+    (high, high_svg2), (low, low_svg2) = _wan22_experts(to_api(_load(path), server["object_info"]))
     assert high["inputs"]["end_at_step"] == low["inputs"]["start_at_step"]
-    assert 0 < high_svg2["inputs"]["dense_warmup_steps"] <= high["inputs"]["end_at_step"]
-    assert low_svg2["inputs"]["dense_warmup_steps"] == 0
+    if high_svg2["dense_warmup_steps"] >= 0:
+        assert 0 < high_svg2["dense_warmup_steps"] <= high["inputs"]["end_at_step"]
+        assert low_svg2["dense_warmup_steps"] == 0
+    else:
+        assert low_svg2["dense_warmup_steps"] == -1
+        assert high_svg2["dense_warmup_percent"] == low_svg2["dense_warmup_percent"] > 0
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if "lightx2v" in p.stem], ids=lambda p: p.stem)
+def test_distilled_workflows_run_few_steps_at_cfg_1_with_the_lora_on_every_model(server, path):
+    prompt = to_api(_load(path), server["object_info"])
+    samplers = [n for n in prompt.values() if n["class_type"] in ("KSampler", "KSamplerAdvanced")]
+    assert samplers and all(n["inputs"]["cfg"] == 1.0 and 4 <= n["inputs"]["steps"] <= 8 for n in samplers)
+    for node_id, node in prompt.items():
+        if node["class_type"] == SVG2_NODE:
+            chain = _model_sources(prompt, node_id)[0]
+            assert any(prompt[i]["class_type"] == "LoraLoaderModelOnly" for i in chain), "no LoRA before SVG2"
+            assert node["inputs"]["dense_warmup_steps"] == -1 and node["inputs"]["dense_warmup_percent"] == 0.2
+
+
+@pytest.mark.parametrize("path", SAVED_WORKFLOWS, ids=lambda p: p.stem)
+def test_a_workflow_saved_before_the_percent_widgets_loads_with_its_meaning(server, path):
+    """Its SVG2 nodes keep their step counts (0 or more, which take precedence over the percent) and ComfyUI
+    accepts the prompt the frontend makes of it."""
+    workflow = _load(path)
+    saved = {str(n["id"]): n["widgets_values"] for n in workflow["nodes"] if n["type"] == SVG2_NODE}
+    prompt = to_api(workflow, server["object_info"])
+    for node_id, values in saved.items():
+        inputs = prompt[node_id]["inputs"]
+        assert len(values) == 12 and (inputs["dense_warmup_steps"], inputs["dense_last_steps"]) == (values[3], values[6])
+        assert inputs["dense_warmup_steps"] >= 0 and inputs["dense_last_steps"] >= 0
+    status, answer = _post(server["url"] + "/prompt", {"prompt": prompt, "client_id": "svg2-workflow-test"})
+    assert status == 200 and not answer.get("node_errors"), json.dumps(answer, indent=1)[:3000]
+    _wait(server, answer["prompt_id"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -260,7 +303,10 @@ def test_comfyui_accepts_the_prompt(server, path):
     prompt = to_api(_load(path), server["object_info"])
     status, answer = _post(server["url"] + "/prompt", {"prompt": prompt, "client_id": "svg2-workflow-test"})
     assert status == 200 and not answer.get("node_errors"), json.dumps(answer, indent=1)[:3000]
-    prompt_id = answer["prompt_id"]
+    _wait(server, answer["prompt_id"])
+
+
+def _wait(server, prompt_id: str) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:  # it fails at the first (empty) model file; wait so prompts don't pile up
         if get_json(f"{server['url']}/history/{prompt_id}").get(prompt_id):
