@@ -13,6 +13,8 @@ its timestep per sample, as in text-to-video), HunyuanVideo 13B at 720p x 129 fr
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models hunyuan
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models 5b
     python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --tiny     # CPU smoke run (both families)
+    python benchmarks/wan_step.py --comfyui .comfyui/0.19.3/ComfyUI --models 14b,5b --schedules 4:1,8:1,20:5 \
+        --reps 2 --json bench-out/wan_schedules.json   # few-step schedules, dense against SVG2
 """
 from __future__ import annotations
 
@@ -188,10 +190,11 @@ def time_ms(fn, reps: int, cuda: bool) -> list[float]:
     return times
 
 
-def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict:
+def run_case(case: Case, pack, classes, operations, args, device, dtype, batch: int | None = None) -> dict:
+    """batch: CFG branches in one forward (default the case's: Wan 2 = cfg > 1, HunyuanVideo 1); 1 = cfg 1."""
     model = build_model(classes, operations, case, device, dtype)
     generator = torch.Generator(device=device).manual_seed(1)
-    batch = case.batch
+    batch = batch or case.batch
     x = torch.randn(batch, case.channels, *case.latent, generator=generator, device=device, dtype=dtype)
     context = torch.randn(batch, case.text_tokens, 4096, generator=generator, device=device, dtype=dtype)
     extra = {}
@@ -231,10 +234,13 @@ def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict
             measured["warm"] = time_ms(sparse_step, args.warmup_reps + args.reps, cuda)[args.warmup_reps:]
 
         # A first sampling run compiles the Triton kernels; the timed run below starts from cold centroids
-        # (50 k-means iterations per layer) but with compiled kernels, as every run after the first does.
+        # (the library's kmeans_init_iters per layer) but with compiled kernels, as every run after the first does.
         measured["compile_run"] = time_ms(lambda: patch.outer_sample_wrapper(sparse_step), 1, cuda)[0]
+        patch.outer_sample_wrapper(sparse_step)  # one cold step alone: its attention time
+        cold_attention_ms = patch.last_stats["svg2_time_ms"]
         patch.outer_sample_wrapper(sampling_run)
     stats = patch.last_stats
+    warm_attention_ms = (stats["svg2_time_ms"] - cold_attention_ms) / max(1, args.warmup_reps + args.reps)
     calls_per_step = stats["sparse_calls"] / max(1, 1 + args.warmup_reps + args.reps)
     dense_ms, sparse_ms = statistics.median(dense_times), statistics.median(measured["warm"])
     sparse_steps = args.steps - args.warmup_steps
@@ -255,9 +261,55 @@ def run_case(case: Case, pack, classes, operations, args, device, dtype) -> dict
         "first_sparse_step_ms": round(measured["cold"], 2),
         "first_step_of_the_process_ms": round(measured["compile_run"], 2), "step_speedup": round(dense_ms / sparse_ms, 3),
         "svg2_attention_ms_per_step": round(stats["svg2_time_ms"] / (1 + args.warmup_reps + args.reps), 2),
+        "first_sparse_attention_ms": round(cold_attention_ms, 2),
+        "warm_svg2_attention_ms_per_step": round(warm_attention_ms, 2),
         "projected_speedup": {"steps": args.steps, "dense_warmup_steps": args.warmup_steps,
                               "speedup": round(total_dense / total_svg2, 3)},
     }
+
+
+def parse_schedules(text: str) -> list[tuple[int, float]]:
+    """"4:1,8:1,20:5" -> [(4, 1.0), (8, 1.0), (20, 5.0)]; ValueError naming a bad entry."""
+    schedules = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        steps, _, cfg = entry.partition(":")
+        try:
+            schedules.append((int(steps), float(cfg or 1.0)))
+        except ValueError:
+            raise ValueError(f"--schedules entries are STEPS:CFG (e.g. 4:1), got {entry!r}") from None
+        if schedules[-1][0] < 2:
+            raise ValueError(f"--schedules: a schedule needs at least 2 steps, got {entry!r}")
+    return schedules
+
+
+def run_schedules(case: Case, schedules, pack, classes, operations, args, device, dtype) -> dict:
+    """Times one dense step, the cold first sparse step and a warm sparse step per CFG batch, then totals each
+    schedule: its dense warm-up steps (the node's default dense_warmup_percent on a simple / normal schedule),
+    one cold sparse step and warm sparse steps for the rest."""
+    rule = pack.nodes.attention_override.Schedule(-1, -1, args.dense_layers, args.min_tokens)
+    by_batch = {}
+    for batch in sorted({1 if cfg == 1.0 else 2 for _, cfg in schedules}):
+        if case.family != "wan" and batch == 2:
+            continue  # HunyuanVideo is guidance-distilled: one branch whatever the cfg
+        by_batch[batch] = run_case(case, pack, classes, operations, args, device, dtype, batch=batch)
+    rows = []
+    for steps, cfg in schedules:
+        batch = 1 if cfg == 1.0 or case.family != "wan" else 2
+        step = by_batch[batch]
+        dense_steps = sum(rule.phase(i, steps, None, None) == "warm-up step" for i in range(steps))
+        sparse_steps = steps - dense_steps
+        dense_total = steps * step["dense_step_ms"]
+        svg2_total = (dense_steps * step["dense_step_ms"] + step["first_sparse_step_ms"]
+                      + (sparse_steps - 1) * step["sparse_step_ms"])
+        attention_total = step["first_sparse_attention_ms"] + (sparse_steps - 1) * step["warm_svg2_attention_ms_per_step"]
+        rows.append({"steps": steps, "cfg": cfg, "branches": batch, "dense_warmup_percent": rule.dense_warmup_percent,
+                     "dense_steps": dense_steps, "sparse_steps": sparse_steps,
+                     "dense_run_ms": round(dense_total, 1), "svg2_run_ms": round(svg2_total, 1),
+                     "speedup": round(dense_total / svg2_total, 3),
+                     "svg2_attention_ms_of_the_sparse_steps": round(attention_total, 1)})
+        logging.info("%s, %d steps cfg %g: %d dense + %d sparse (first cold): dense %.0f ms, SVG2 %.0f ms -> %.2fx",
+                     case.name, steps, cfg, dense_steps, sparse_steps, dense_total, svg2_total, dense_total / svg2_total)
+    return {"case": case.name, "steps_by_branches": {str(b): r for b, r in by_batch.items()}, "schedules": rows}
 
 
 def main(argv=None) -> int:
@@ -276,6 +328,10 @@ def main(argv=None) -> int:
     parser.add_argument("--min-tokens", type=int, default=8192)
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
     parser.add_argument("--warmup-reps", type=int, default=1, help="untimed repetitions first")
+    parser.add_argument("--schedules", default="",
+                        help="comma list of STEPS:CFG, e.g. 4:1,8:1,20:5: per schedule, dense against SVG2 with the "
+                             "node's default dense_warmup_percent, the cold first sparse step included, from steps "
+                             "timed once per CFG batch (cfg 1: one branch, else two); replaces the --steps projection")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -293,7 +349,13 @@ def main(argv=None) -> int:
         cases, device, dtype = [CASES[name.strip()] for name in args.models.split(",")], torch.device("cuda"), torch.bfloat16
     results = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "cases": []}
+    schedules = parse_schedules(args.schedules)
     for case in cases:
+        if schedules:
+            results["cases"].append(run_schedules(case, schedules, pack, classes, operations, args, device, dtype))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         result = run_case(case, pack, classes, operations, args, device, dtype)
         results["cases"].append(result)
         logging.info("%s: tokens %d, density %.3f (top_p %.2f, backends %s), dense step %.1f ms, SVG2 step %.1f ms "
