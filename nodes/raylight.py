@@ -21,7 +21,7 @@ from ..svg2_core.ulysses import SparseCall, UlyssesSVG2Processor
 from .attention_override import FORWARD_KEY, AttentionCall, Schedule
 from .run_state import log_once
 from .sampling_patch import SVG2Patch
-from .svg2_patch import ADVANCED_WIDGETS, BACKENDS, REQUIRED_WIDGETS, SVG2SparseAttention, _checked
+from .svg2_patch import ADVANCED_WIDGETS, BACKENDS, REQUIRED_WIDGETS, SCHEDULE_WIDGETS, SVG2SparseAttention, _checked
 
 # the ForwardContext of the model call in progress on this worker (set around the forward by the wrapper)
 CURRENT_FORWARD: contextvars.ContextVar = contextvars.ContextVar("svg2_raylight_forward", default=None)
@@ -138,7 +138,8 @@ def _yunchang_kernel(attn_type, attn_processor):
 
 
 def patch_model(model, top_p, num_q_clusters, num_k_clusters, dense_warmup_steps, dense_layers, backend,
-                dense_last_steps=0, min_k_cluster_ratio=0.10, kmeans_iters=2, min_tokens=8192, qk_int8=True):
+                dense_last_steps=0, min_k_cluster_ratio=0.10, kmeans_iters=2, min_tokens=8192, qk_int8=True,
+                dense_warmup_percent=0.2, dense_last_percent=0.0):
     """A clone of a Raylight worker's ModelPatcher with SVG2 (runs on every worker)."""
     config, schedule = settings_of(locals())
     patched = model.clone()
@@ -148,7 +149,7 @@ def patch_model(model, top_p, num_q_clusters, num_k_clusters, dense_warmup_steps
 
 def settings_of(values: dict) -> tuple[SVG2Config, Schedule]:
     """The node's widget values -> (SVG2Config, Schedule); ValueError naming a value out of its range."""
-    for name, spec in {**REQUIRED_WIDGETS, **ADVANCED_WIDGETS}.items():
+    for name, spec in {**REQUIRED_WIDGETS, **ADVANCED_WIDGETS, **SCHEDULE_WIDGETS}.items():
         _checked(name, values[name], spec)
     if values["backend"] not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {values['backend']!r}")
@@ -157,7 +158,8 @@ def settings_of(values: dict) -> tuple[SVG2Config, Schedule]:
                         min_k_cluster_ratio=float(values["min_k_cluster_ratio"]),
                         kmeans_iters=values["kmeans_iters"], qk_int8=bool(values["qk_int8"]))
     schedule = Schedule(values["dense_warmup_steps"], values["dense_last_steps"], values["dense_layers"],
-                        values["min_tokens"])
+                        values["min_tokens"], float(values["dense_warmup_percent"]),
+                        float(values["dense_last_percent"]))
     return config, schedule
 
 
@@ -203,7 +205,7 @@ class RaySVG2SparseAttention:
         import ray  # Raylight's dependency: the node runs only where Raylight does
 
         defaults = {"dense_last_steps": 0, "min_k_cluster_ratio": 0.10, "kmeans_iters": 2, "min_tokens": 8192,
-                    "qk_int8": True}
+                    "qk_int8": True, "dense_warmup_percent": 0.2, "dense_last_percent": 0.0}
         settings = {**defaults, **values}
         settings_of(settings)  # bad values fail here, before any worker is touched
         package = __name__.rsplit(".nodes.", 1)[0]

@@ -39,8 +39,8 @@ ADVANCED_WIDGETS = {
                             "Every query cluster keeps at least this share of the key clusters (0.10 = 100 of "
                             "1000): a floor on density."),
     "kmeans_iters": ("INT", 2, 1, 100, 1,
-                     "k-means iterations per sparse step, warm-started from the previous step; the first sparse "
-                     "step clusters from scratch with a few more."),
+                     "k-means iterations per sparse step (2 by default), warm-started from the previous step; the "
+                     "first sparse step clusters from scratch with a few more."),
     "min_tokens": ("INT", 8192, 0, 10_000_000, 1,
                    "Attention calls with fewer tokens (8192 by default) stay dense: short sequences gain little "
                    "or lose time."),

@@ -22,7 +22,7 @@ def test_invalid_config_names_field_value_and_range(field, value, allowed):
 def test_defaults_match_official_scripts():
     config = SVG2Config()
     assert (config.top_p, config.num_q_clusters, config.num_k_clusters) == (0.9, 300, 1000)
-    assert (config.min_k_cluster_ratio, config.kmeans_init_iters, config.kmeans_iters) == (0.10, 50, 2)
+    assert (config.min_k_cluster_ratio, config.kmeans_init_iters, config.kmeans_iters) == (0.10, 8, 2)
     assert config.min_kept_k_clusters == 100
 
 

@@ -92,6 +92,8 @@ def test_control_sparse_calls_are_served_by_the_triton_backend(comfyui, pack, bf
                                           (lambda: RuntimeError(C_COMPILER), "RuntimeError: Failed to find C compiler")])
 def test_a_failing_attention_launch_falls_back_to_dense_for_the_run(comfyui, pack, bf16_model, dense_latent,
                                                                      monkeypatch, caplog, error, cause):
+    # a launch that ran out of resources leaves the device on the smallest tiles: start from the class's own
+    importlib.import_module(f"{pack.__name__}.svg2_core.backends").forget_failures()
     patched, override = _patch(pack, bf16_model)
     attention = importlib.import_module(f"{pack.__name__}.svg2_core.triton_kernels.attention")
     kernel = _FailingKernel(error)
@@ -105,10 +107,11 @@ def test_a_failing_attention_launch_falls_back_to_dense_for_the_run(comfyui, pac
     failures = {text: count for text, count in stats["dense_reasons"].items() if text.startswith("fast path failed")}
     assert len(failures) == 1 and next(iter(failures)).startswith(reason), stats["dense_reasons"]
     assert next(iter(failures.values())) == SPARSE_CALLS
-    assert kernel.launches == 1  # the second call skipped the fast path
+    first_run = 2 if error is _out_of_resources else 1  # OutOfResources: one retry with the smallest tiles
+    assert kernel.launches == first_run  # the second call skipped the fast path
     warnings = [record for record in caplog.records
                 if record.levelno == logging.WARNING and cause.split(":")[0] in record.getMessage()]
     assert len(warnings) == 1 and all("What to do" in record.getMessage() for record in warnings)
     # the next run tries the fast path once more
     sample(comfyui, patched, NAME, STEPS)
-    assert kernel.launches == 2
+    assert kernel.launches == first_run + 1

@@ -32,19 +32,21 @@ def test_widgets_have_the_documented_names_defaults_and_numeric_tooltips():
     assert list(inputs["required"]) == ["model", "top_p", "num_q_clusters", "num_k_clusters",
                                         "dense_warmup_steps", "dense_layers", "backend"]
     assert list(inputs["optional"]) == ["dense_last_steps", "min_k_cluster_ratio", "kmeans_iters", "min_tokens",
-                                        "allow_compile", "qk_int8"]
+                                        "allow_compile", "qk_int8", "dense_warmup_percent", "dense_last_percent"]
     assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
     required = inputs["required"]
     assert required["top_p"][0] == "FLOAT" and required["top_p"][1]["display"] == "slider"
     defaults = {name: spec[1]["default"] for name, spec in {**required, **inputs["optional"]}.items()
                 if name != "model"}
-    assert defaults == {"top_p": 0.9, "num_q_clusters": 300, "num_k_clusters": 1000, "dense_warmup_steps": 10,
-                        "dense_layers": 1, "backend": "auto", "dense_last_steps": 0, "min_k_cluster_ratio": 0.1,
-                        "kmeans_iters": 2, "min_tokens": 8192, "allow_compile": False, "qk_int8": True}
+    assert defaults == {"top_p": 0.9, "num_q_clusters": 300, "num_k_clusters": 1000, "dense_warmup_steps": -1,
+                        "dense_layers": 1, "backend": "auto", "dense_last_steps": -1, "min_k_cluster_ratio": 0.1,
+                        "kmeans_iters": 2, "min_tokens": 8192, "allow_compile": False, "qk_int8": True,
+                        "dense_warmup_percent": 0.2, "dense_last_percent": 0.0}
     assert required["backend"][0] == ["auto", "triton", "torch"]
     for name, spec in {**required, **inputs["optional"]}.items():
         assert any(char.isdigit() for char in spec[1]["tooltip"]) or name in ("model", "backend"), name
-    assert all(spec[1]["advanced"] for spec in inputs["optional"].values())
+    # the warm-up share stays visible on purpose; every other optional widget is advanced
+    assert all(spec[1]["advanced"] for name, spec in inputs["optional"].items() if name != "dense_warmup_percent")
 
 
 @pytest.mark.parametrize("name, value, message", [
