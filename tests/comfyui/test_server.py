@@ -54,7 +54,7 @@ def test_object_info_shows_the_node_with_ranges_and_tooltips(server):
     assert required["num_q_clusters"][1]["default"] == 300 and required["num_k_clusters"][1]["default"] == 1000
     assert required["backend"][0] == ["auto", "triton", "torch"]
     assert set(optional) == {"dense_last_steps", "min_k_cluster_ratio", "kmeans_iters", "min_tokens", "allow_compile",
-                             "qk_int8"}
+                             "qk_int8", "dense_warmup_percent", "dense_last_percent"}
     for name, spec in {**required, **optional}.items():
         assert spec[1].get("tooltip"), name
     assert info["input"]["hidden"] == {"unique_id": "UNIQUE_ID"}
