@@ -55,7 +55,7 @@ SCHEDULE_WIDGETS = {
                              "one starts past it."),
     "dense_last_percent": ("FLOAT", 0.0, 0.0, 1.0, 0.01,
                            "End of the schedule kept dense, a share placed by noise level; 0.1 keeps the last 5 of "
-                           "50 steps, 2 of 20, 1 of 8, none of 4 dense. Can restore fine detail that flickers."),
+                           "50 steps, 2 of 20, none of 8 or 4 dense. Can restore fine detail that flickers."),
 }
 BACKEND_TOOLTIP = ("auto / triton: the Triton fast path; a call it cannot serve, or a fast-path error, falls back "
                    "to the model's own attention with one warning. torch: the slow PyTorch reference on any "

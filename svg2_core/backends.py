@@ -300,7 +300,8 @@ def remember_failure(key: tuple, error: FastPathError) -> None:
         _auto_failures[key] = error
     if key not in _logged_failures:
         _logged_failures.add(key)
-        log.warning("SVG2: %s; backend='auto' serves these calls with the PyTorch reference from now on", error)
+        when = "from now on" if error.persistent else "while it lasts"
+        log.warning("SVG2: %s; backend='auto' serves these calls with the PyTorch reference %s", error, when)
 
 
 _logged_failures: set[tuple] = set()
