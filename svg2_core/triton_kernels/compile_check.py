@@ -17,10 +17,47 @@ from .launches import KernelLaunch
 ALIGNED_INTS = ("stride", "num_tokens", "num_points")
 
 
+def aligned_indices(kernel, constexprs: dict) -> list[int]:
+    """Positions (in the kernel's argument list) of every pointer and aligned integer argument."""
+    return [index for index, name in enumerate(kernel.arg_names)
+            if name not in constexprs and (name.endswith("_ptr") or any(part in name for part in ALIGNED_INTS))]
+
+
 def aligned_attrs(kernel, constexprs: dict) -> dict:
-    """ASTSource attrs: the divisibility hint on every pointer and aligned integer argument."""
-    return {(index,): [["tt.divisibility", 16]] for index, name in enumerate(kernel.arg_names)
-            if name not in constexprs and (name.endswith("_ptr") or any(part in name for part in ALIGNED_INTS))}
+    """ASTSource attrs (triton >= 3.3): the divisibility hint on every pointer and aligned integer argument."""
+    return {(index,): [["tt.divisibility", 16]] for index in aligned_indices(kernel, constexprs)}
+
+
+def ast_source_arguments(kernel, signature: dict, constexprs: dict, parameters, attrs_descriptor=None) -> dict:
+    """Keyword arguments of triton's ASTSource (besides fn) for one launch, in the form its version takes.
+
+    parameters: the names ASTSource.__init__ accepts. Triton >= 3.3 takes `constexprs` (by argument name), a
+    signature that marks them "constexpr", and attrs {(position,): [["tt.divisibility", 16]]}. Triton 3.2 takes
+    `constants`, a signature of the other arguments only, and an AttrsDescriptor (attrs_descriptor: its class,
+    triton.backends.compiler.AttrsDescriptor) built from {position: 16} hints."""
+    if "constexprs" in parameters:
+        return dict(signature=signature, constexprs=constexprs, attrs=aligned_attrs(kernel, constexprs))
+    if "constants" not in parameters or attrs_descriptor is None:
+        raise RuntimeError(f"compile check: triton {triton.__version__}'s ASTSource takes {sorted(parameters)}, "
+                           "neither constexprs (triton >= 3.3) nor constants with an AttrsDescriptor (3.2)")
+    hints = {index: 16 for index in aligned_indices(kernel, constexprs)}
+    return dict(signature={name: kind for name, kind in signature.items() if name not in constexprs},
+                constants=constexprs, attrs=attrs_descriptor.from_hints(hints))
+
+
+def _ast_source(kernel, signature: dict, constexprs: dict):
+    import inspect
+
+    from triton.compiler import ASTSource
+
+    parameters = set(inspect.signature(ASTSource.__init__).parameters)
+    attrs_descriptor = None
+    if "constexprs" not in parameters:
+        try:
+            from triton.backends.compiler import AttrsDescriptor as attrs_descriptor
+        except ImportError:
+            pass
+    return ASTSource(fn=kernel, **ast_source_arguments(kernel, signature, constexprs, parameters, attrs_descriptor))
 
 
 def compile_kernel(kernel, constexprs: dict, warps: int, stages: int, capability: int,
@@ -29,12 +66,11 @@ def compile_kernel(kernel, constexprs: dict, warps: int, stages: int, capability
     their defaults, else they would compile as int32 arguments with both sides of every branch on them).
     Returns triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata.shared`)."""
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     constexprs = {**{param.name: param.default for param in getattr(kernel, "params", [])
                      if param.is_constexpr and param.has_default}, **constexprs}
     signature = KernelLaunch("", kernel, constexprs, warps, stages, pointer_types or {}).signature()
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=aligned_attrs(kernel, constexprs))
+    source = _ast_source(kernel, signature, constexprs)
     return triton.compile(source, target=GPUTarget("cuda", capability, 32),
                           options={"num_warps": warps, "num_stages": stages})
 
