@@ -2,8 +2,8 @@
 
 A class carries the compute capability, the shared memory one block may use (opt-in), the SM count, whether
 the tensor cores take fp8 operands, and whether an fp16 MMA that accumulates in fp16 runs at twice the rate
-of one accumulating in fp32 (the GeForce classes 8.6, 8.9 and 12.0). `gpu_class(device)` reads it from the
-device once per device; `SVG2_GPU_CLASS=8.9` (or the bench's / doctor's `--gpu-class`, `--arch`) makes tile
+of one accumulating in fp32 (GeForce cards of the classes 8.6, 8.9 and 12.0; a forced class acts as a GeForce
+card). `gpu_class(device)` reads it from the device once per device; `SVG2_GPU_CLASS=8.9` (or the bench's / doctor's `--gpu-class`, `--arch`) makes tile
 selection act as that class on any GPU. Kernels choose tiles by `tile_family`: "large" (sm_80, sm_90,
 sm_100: the tiles measured on the H200), "consumer" (101,376 B of shared memory: sm_86, sm_89, sm_120) or
 "small" (any class with less; also what a launch that ran out of resources is retried with).
@@ -120,12 +120,22 @@ def forced_class() -> GpuClass | None:
 _DETECTED: dict[int, GpuClass] = {}
 
 
+def halves_fp32_accumulate(device_name: str) -> bool:
+    """Whether a card of a GeForce class runs the fp32-accumulate MMA at half the fp16-accumulate rate: GeForce
+    cards do; the workstation and datacenter cards of the same chips (RTX A6000, L40S, RTX 6000 Ada, RTX PRO
+    Blackwell) run both at one rate, where fp16 accumulation only adds its conversions."""
+    return "geforce" in device_name.lower()
+
+
 def detect(index: int) -> GpuClass:
     """The class of CUDA device `index` from its properties (read once per device)."""
     if index not in _DETECTED:
         props = torch.cuda.get_device_properties(index)
         shared = getattr(props, "shared_memory_per_block_optin", 0) or None
-        _DETECTED[index] = class_for(props.major * 10 + props.minor, shared, props.multi_processor_count)
+        found = class_for(props.major * 10 + props.minor, shared, props.multi_processor_count)
+        if found.fp16_accumulate_double_rate and not halves_fp32_accumulate(props.name):
+            found = replace(found, fp16_accumulate_double_rate=False)
+        _DETECTED[index] = found
     return _DETECTED[index]
 
 

@@ -191,3 +191,13 @@ def test_the_kernels_import_without_making_an_autotuner():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0 and result.stdout.split() == ["[]", "0"], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name, halves", [("NVIDIA GeForce RTX 4090", True), ("NVIDIA GeForce RTX 3090 Ti", True),
+                                          ("NVIDIA GeForce RTX 5090 Laptop GPU", True), ("NVIDIA RTX A6000", False),
+                                          ("NVIDIA L40S", False), ("NVIDIA RTX 6000 Ada Generation", False),
+                                          ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", False)])
+def test_only_geforce_cards_take_fp16_pv_where_their_class_allows_it(name, halves):
+    from svg2_core.gpu_classes import halves_fp32_accumulate
+
+    assert halves_fp32_accumulate(name) is halves
