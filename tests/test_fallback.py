@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import triton_helpers  # noqa: F401  (TRITON_INTERPRET=1 before any kernel module)
+from failing_kernel import FailingKernel, out_of_resources
 from svg2_core import SVG2Config, SVG2State, svg2_attention
 from svg2_core import backends
 from svg2_core.backends import FastPathError, FastPathOutOfResources
@@ -22,25 +23,6 @@ C_COMPILER = "Failed to find C compiler. Please specify via CC environment varia
 def _inputs(dtype=torch.bfloat16, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(1, 2, 32, 64, generator=generator).to(dtype) for _ in range(3)]
-
-
-class _FailingKernel:
-    """Stands in for a @triton.jit kernel: every `kernel[grid](...)` launch raises `error()` and is counted."""
-
-    def __init__(self, error):
-        self.error = error
-        self.launches = 0
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches += 1
-            raise self.error()
-        return launch
-
-
-def _out_of_resources():
-    from triton.runtime.errors import OutOfResources
-    return OutOfResources(163840, 101376, "shared memory")
 
 
 @pytest.fixture(autouse=True)
@@ -56,14 +38,14 @@ def failing_attention(monkeypatch):
     from svg2_core.triton_kernels import attention
 
     def install(error):
-        kernel = _FailingKernel(error)
+        kernel = FailingKernel(error)
         monkeypatch.setattr(attention, "_sparse_attention_kernel", kernel)
         return kernel
     return install
 
 
 @pytest.mark.parametrize("error, kind, error_type", [
-    (_out_of_resources, "out of resources", FastPathOutOfResources),
+    (out_of_resources, "out of resources", FastPathOutOfResources),
     (lambda: RuntimeError(C_COMPILER), "compiler", FastPathError),
 ])
 def test_triton_backend_raises_a_fast_path_error_naming_the_cause(failing_attention, error, kind, error_type):
@@ -82,7 +64,7 @@ def test_triton_backend_raises_a_fast_path_error_naming_the_cause(failing_attent
 
 
 def test_auto_serves_a_failing_call_by_the_reference_logs_once_and_does_not_retry(failing_attention, caplog):
-    kernel = failing_attention(_out_of_resources)
+    kernel = failing_attention(out_of_resources)
     q, k, v = _inputs()
     reference = svg2_attention(q, k, v, TINY, backend="torch")
     with caplog.at_level(logging.WARNING, logger="svg2"):
@@ -114,7 +96,7 @@ def test_running_out_of_memory_falls_back_for_that_call_only(failing_attention):
 def test_a_failed_call_leaves_the_centroid_cache_as_it_was(failing_attention):
     q, k, v = _inputs()
     state = SVG2State()
-    failing_attention(_out_of_resources)
+    failing_attention(out_of_resources)
     with pytest.raises(FastPathError):
         svg2_attention(q, k, v, TINY, state=state, cache_key="layer 0", backend="triton")
     assert len(state) == 0
@@ -154,7 +136,7 @@ def test_a_broken_triton_import_of_any_kind_is_remembered_not_retried(monkeypatc
 def test_errors_are_classified_for_the_hint():
     from triton.compiler.errors import CompilationError  # noqa: F401  (exists in every supported Triton)
 
-    assert backends.failure_kind(_out_of_resources()) == "out of resources"
+    assert backends.failure_kind(out_of_resources()) == "out of resources"
     assert backends.failure_kind(RuntimeError(C_COMPILER)) == "compiler"
     assert backends.failure_kind(torch.cuda.OutOfMemoryError("x")) == "out of memory"
     assert backends.failure_kind(KeyError("x")) == "error"

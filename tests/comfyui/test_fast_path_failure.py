@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from comfy_env import sample
+from failing_kernel import FailingKernel, out_of_resources
 
 NAME = "wan21_t2v"
 STEPS = 2
@@ -57,25 +58,6 @@ def _patch(pack, model):
     return patched, override
 
 
-class _FailingKernel:
-    """Stands in for the @triton.jit attention kernel: every `kernel[grid](...)` launch raises and is counted."""
-
-    def __init__(self, error):
-        self.error = error
-        self.launches = 0
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches += 1
-            raise self.error()
-        return launch
-
-
-def _out_of_resources():
-    from triton.runtime.errors import OutOfResources
-    return OutOfResources(163840, 101376, "shared memory")
-
-
 def test_control_sparse_calls_are_served_by_the_triton_backend(comfyui, pack, bf16_model, dense_latent):
     patched, override = _patch(pack, bf16_model)
     latent = sample(comfyui, patched, NAME, STEPS)
@@ -87,7 +69,7 @@ def test_control_sparse_calls_are_served_by_the_triton_backend(comfyui, pack, bf
     assert torch.isfinite(latent).all() and (latent.float() - dense_latent.float()).abs().max() > 0
 
 
-@pytest.mark.parametrize("error, cause", [(_out_of_resources, "OutOfResources: out of resource: shared memory, "
+@pytest.mark.parametrize("error, cause", [(out_of_resources, "OutOfResources: out of resource: shared memory, "
                                                               "Required: 163840, Hardware limit: 101376"),
                                           (lambda: RuntimeError(C_COMPILER), "RuntimeError: Failed to find C compiler")])
 def test_a_failing_attention_launch_falls_back_to_dense_for_the_run(comfyui, pack, bf16_model, dense_latent,
@@ -96,7 +78,7 @@ def test_a_failing_attention_launch_falls_back_to_dense_for_the_run(comfyui, pac
     importlib.import_module(f"{pack.__name__}.svg2_core.backends").forget_failures()
     patched, override = _patch(pack, bf16_model)
     attention = importlib.import_module(f"{pack.__name__}.svg2_core.triton_kernels.attention")
-    kernel = _FailingKernel(error)
+    kernel = FailingKernel(error)
     monkeypatch.setattr(attention, "_sparse_attention_kernel", kernel)
     with caplog.at_level(logging.WARNING, logger="svg2"):
         latent = sample(comfyui, patched, NAME, STEPS)
@@ -107,7 +89,7 @@ def test_a_failing_attention_launch_falls_back_to_dense_for_the_run(comfyui, pac
     failures = {text: count for text, count in stats["dense_reasons"].items() if text.startswith("fast path failed")}
     assert len(failures) == 1 and next(iter(failures)).startswith(reason), stats["dense_reasons"]
     assert next(iter(failures.values())) == SPARSE_CALLS
-    first_run = 2 if error is _out_of_resources else 1  # OutOfResources: one retry with the smallest tiles
+    first_run = 2 if error is out_of_resources else 1  # OutOfResources: one retry with the smallest tiles
     assert kernel.launches == first_run  # the second call skipped the fast path
     warnings = [record for record in caplog.records
                 if record.levelno == logging.WARNING and cause.split(":")[0] in record.getMessage()]
