@@ -4,8 +4,10 @@ IMAGE batches are ComfyUI's `[T, H, W, C]` float tensors in [0, 1]. The metrics 
 evaluation: PSNR on [0, 1] RGB, SSIM with an 11x11 box window, C1 = 0.01^2, C2 = 0.03^2, averaged over the
 valid window positions (no padding) and the three channels, both per frame.
 
-The frames are measured in float32, several at a time, on the device the images are on; a chunk holds
-about CHUNK_ELEMENTS input values per video, so memory stays bounded whatever the video's length.
+The frames are measured in float32, several at a time, on the GPU when there is one (ComfyUI's decoded images
+live on the CPU; a chunk is moved over, so the GPU holds one chunk at a time) and else on the images' device;
+a chunk holds about CHUNK_ELEMENTS input values per video, so memory stays bounded whatever the video's
+length.
 """
 from __future__ import annotations
 
@@ -96,16 +98,17 @@ def video_metrics(
     images_b: torch.Tensor,
     on_frames_done: Callable[[int], None] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    device: torch.device | None = None,
 ) -> tuple[list[float], list[float]]:
     """Per-frame (psnr_db, ssim) lists for `images_a, images_b: [T, H, W, C]` in [0, 1].
 
     Only the first three channels (RGB) count, so an alpha channel is ignored. Computed in float32 on
-    `images_a`'s device, a chunk of frames at a time; `on_frames_done(n)` is called after each chunk with
-    the number of frames it measured.
+    `device` (default: `images_a`'s), a chunk of frames at a time; `on_frames_done(n)` is called after each
+    chunk with the number of frames it measured.
     """
     _check_images(images_a, images_b)
     frames, height, width, _ = images_a.shape
-    device = images_a.device
+    device = images_a.device if device is None else device
     frames_per_chunk = max(1, chunk_elements // (height * width * 3))
     psnr: list[float] = []
     ssim: list[float] = []
@@ -126,6 +129,17 @@ def format_report(psnr: list[float], ssim: list[float]) -> str:
     lines = [f"mean PSNR {sum(psnr) / len(psnr):.2f} dB  SSIM {sum(ssim) / len(ssim):.4f}  ({len(psnr)} frames)"]
     lines += [f"frame {i:4d}  {p:6.2f} dB  {s:.4f}" for i, (p, s) in enumerate(zip(psnr, ssim))]
     return "\n".join(lines)
+
+
+def _metrics_device(images: torch.Tensor) -> torch.device:
+    """Where the metrics run: the images' GPU, else the GPU ComfyUI computes on when there is one, else the CPU."""
+    if images.device.type != "cpu" or not torch.cuda.is_available():
+        return images.device
+    try:
+        import comfy.model_management
+        return comfy.model_management.get_torch_device()
+    except ImportError:  # outside ComfyUI (tests)
+        return torch.device("cuda")
 
 
 def _progress_callback(total_frames: int) -> Callable[[int], None] | None:
@@ -168,7 +182,8 @@ class SVG2Compare:
 
     def compare(self, images_a, images_b):
         _check_images(images_a, images_b)
-        psnr, ssim = video_metrics(images_a, images_b, on_frames_done=_progress_callback(images_a.shape[0]))
+        psnr, ssim = video_metrics(images_a, images_b, on_frames_done=_progress_callback(images_a.shape[0]),
+                                   device=_metrics_device(images_a))
         mean_psnr = sum(psnr) / len(psnr)
         mean_ssim = sum(ssim) / len(ssim)
         report = format_report(psnr, ssim)

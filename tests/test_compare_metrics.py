@@ -218,3 +218,12 @@ def test_node_reports_progress_through_comfyui(monkeypatch):
 def test_node_is_found_where_users_look():
     assert not compare.SVG2Compare.CATEGORY.startswith("sampling")
     assert {"psnr", "ssim", "sparse videogen"} <= set(compare.SVG2Compare.SEARCH_ALIASES)
+
+
+def test_metrics_run_where_asked_and_stay_on_the_cpu_without_a_gpu(monkeypatch):
+    generator = torch.Generator().manual_seed(3)
+    a = torch.rand(4, 24, 32, 3, generator=generator)
+    b = (a + 0.05 * torch.randn(4, 24, 32, 3, generator=generator)).clamp(0, 1)
+    assert compare.video_metrics(a, b, device=torch.device("cpu")) == compare.video_metrics(a, b)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compare._metrics_device(a) == torch.device("cpu")
