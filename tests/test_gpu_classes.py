@@ -24,6 +24,13 @@ from svg2_core.triton_kernels.launches import production_launches
 RECORDED = json.loads((Path(__file__).parent / "data" / "launch_shared_memory.json").read_text())
 
 
+@pytest.fixture
+def triton_3_6(monkeypatch):
+    """Tile selection as under Triton 3.6 (the first-tile max compiles), what the tables and the recorded
+    launches describe, whichever Triton runs the tests."""
+    monkeypatch.setattr(attention.triton, "__version__", "3.6.0")
+
+
 def _doctor_launches(cls: GpuClass):
     from svg2_core.doctor import RETRY_LAUNCHES
     retried = [launch for launch in production_launches(cls, smallest=True) if launch.name.startswith(RETRY_LAUNCHES)]
@@ -31,7 +38,7 @@ def _doctor_launches(cls: GpuClass):
 
 
 @pytest.mark.parametrize("capability", sorted(CLASSES))
-def test_every_launch_of_a_class_fits_its_shared_memory(capability):
+def test_every_launch_of_a_class_fits_its_shared_memory(capability, triton_3_6):
     cls = CLASSES[capability]
     recorded = RECORDED[f"sm_{capability}"]
     for prefix, launch in _doctor_launches(cls):
@@ -40,7 +47,7 @@ def test_every_launch_of_a_class_fits_its_shared_memory(capability):
         assert recorded[name] <= cls.shared_memory, f"sm_{capability} {name}: {recorded[name]} B"
 
 
-def test_consumer_classes_take_128x64_tiles_and_fp16_pv():
+def test_consumer_classes_take_128x64_tiles_and_fp16_pv(triton_3_6):
     for capability in (86, 89, 120):
         cls = CLASSES[capability]
         assert cls.tile_family == "consumer" and cls.shared_memory == 101_376 and cls.fp16_accumulate_double_rate
@@ -53,7 +60,7 @@ def test_consumer_classes_take_128x64_tiles_and_fp16_pv():
         assert not class_config(128, True, CLASSES[capability]).pv_fp16_accumulate
 
 
-def test_sm_90_keeps_the_tiles_measured_on_the_h200():
+def test_sm_90_keeps_the_tiles_measured_on_the_h200(triton_3_6):
     hopper = CLASSES[90]
     assert class_config(128, True, hopper) == AttentionConfig(128, 128, 8, 3, 64, 4, remainder_block_n=64,
                                                               first_tile_max=True)
@@ -64,10 +71,41 @@ def test_sm_90_keeps_the_tiles_measured_on_the_h200():
     assert CLASSES[80].tile_family == CLASSES[100].tile_family == "large"
 
 
+@pytest.mark.parametrize("version, compiles", [
+    ("3.6.0", True), ("3.6.0+git1a2b3c4d", True), ("3.8.0", True), ("3.10.1", True), ("4.0.0", True),
+    ("3.5.1", False), ("3.5.0+gitabc", False), ("3.4.0", False), ("3.3.1.post19", False), ("3.2.0", False),
+    ("2.3.1", False), ("", False), ("unknown", False)])
+def test_first_tile_max_only_where_the_installed_triton_compiles_it(monkeypatch, version, compiles):
+    """Triton < 3.6 fails to pipeline the first-tile-max loop: int8 scores then take the bf16 scores' tiles and
+    online softmax on every class; other launches keep their tiles. Reads triton.__version__ at call time."""
+    monkeypatch.setattr(attention.triton, "__version__", version)
+    assert attention.first_tile_max_compiles() == compiles
+    for cls in [*CLASSES.values(), class_for(121, 101_376), class_for(86, 65_536)]:
+        for head_dim in (128, 64):
+            for smallest in (False, True):
+                int8, bf16 = (class_config(head_dim, qk_int8, cls, smallest) for qk_int8 in (True, False))
+                assert not bf16.first_tile_max
+                if not compiles:
+                    assert int8 == bf16
+                elif head_dim == 128 or smallest or cls.tile_family == "small":
+                    assert int8.first_tile_max
+        launches = production_launches(cls) + production_launches(cls, smallest=True)
+        assert any(launch.constexprs.get("FIRST_TILE_MAX") for launch in launches) == compiles
+        assert any("first-tile max" in launch.name for launch in launches) == compiles
+
+
+def test_first_tile_max_below_triton_3_6_keeps_the_large_bf16_tiles(monkeypatch):
+    monkeypatch.setattr(attention.triton, "__version__", "3.5.1")
+    assert class_config(128, True, CLASSES[90]) == AttentionConfig(128, 128, 8, 3, 64, 4)
+    assert class_config(128, True, CLASSES[89]) == AttentionConfig(128, 64, 8, 3, 64, 4, pv_fp16_accumulate=True)
+    monkeypatch.setattr(attention, "interpreting", lambda: False)
+    assert attention.default_config(128, qk_int8=True, gpu_class=CLASSES[80]) == AttentionConfig()
+
+
 @pytest.mark.parametrize("capability, shared, family", [
     (87, 166_912, "large"), (103, 232_448, "large"), (121, 101_376, "consumer"), (90, 150_000, "consumer"),
     (86, 65_536, "small"), (110, None, "large")])
-def test_other_gpus_get_tiles_derived_from_their_shared_memory(capability, shared, family):
+def test_other_gpus_get_tiles_derived_from_their_shared_memory(capability, shared, family, triton_3_6):
     cls = class_for(capability, shared)
     assert cls.tile_family == family and not cls.tuned and not cls.fp16_accumulate_double_rate
     assert cls.fp8_dots == (capability >= 89)

@@ -15,6 +15,7 @@ time, keeping it within the size of q + k + v.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,24 @@ from .quantize import quantize_keys, quantize_queries
 from .value_scale import scale_values_fp16
 
 _LOG2_E = 1.4426950408889634
+
+# The first Triton whose software pipeliner compiles the first-tile-max loop (older ones fail an assertion in
+# its PassManager at num_stages > 1).
+FIRST_TILE_MAX_TRITON = (3, 6)
+
+
+def triton_version(version: str | None = None) -> tuple[int, int] | None:
+    """(major, minor) of `version` (None: the installed `triton.__version__`), e.g. "3.5.1" -> (3, 5),
+    "3.6.0+git1234" -> (3, 6), "3.3.1.post19" -> (3, 3); None when it does not start with two numbers."""
+    match = re.match(r"\s*(\d+)\.(\d+)", triton.__version__ if version is None else str(version))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def first_tile_max_compiles(version: str | None = None) -> bool:
+    """Whether Triton `version` (None: the installed one) compiles the first-tile-max loop on a GPU: 3.6 or
+    newer. An unreadable version counts as older (the online softmax compiles on every supported Triton)."""
+    parsed = triton_version(version)
+    return parsed is not None and parsed >= FIRST_TILE_MAX_TRITON
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,9 @@ def default_config(head_dim: int, qk_int8: bool = False, gpu_class: GpuClass | N
     Consumer (101,376 B per block: sm_86 / sm_89 / sm_120): 128 x 64 tiles at head dim 128 too, 8 warps,
     3 stages, the first-tile max with int8 scores; P V accumulates in fp16 per key tile where the class's
     fp16-accumulate MMA runs at double rate. Small: 64 x 64 tiles, 4 warps, 2 stages, no remainder tiles.
-    The plan's tiles (block_m, block_n, remainder_m) do not depend on the score precision."""
+    The plan's tiles (block_m, block_n, remainder_m) do not depend on the score precision.
+    Under a Triton older than 3.6 (`first_tile_max_compiles`), int8 scores take the bf16 scores' tiles and
+    their online softmax."""
     gpu_class = gpu_class or current_gpu_class()
     if interpreting():  # small tiles (the interpreter's time grows with them); P V as the class takes it
         pv_fp16 = gpu_class.fp16_accumulate_double_rate
@@ -100,6 +121,8 @@ def default_config(head_dim: int, qk_int8: bool = False, gpu_class: GpuClass | N
 def class_config(head_dim: int, qk_int8: bool, gpu_class: GpuClass, smallest: bool = False) -> AttentionConfig:
     """`default_config`'s GPU tiles for `gpu_class`, whether or not kernels run interpreted (the compile
     check's)."""
+    if qk_int8 and not first_tile_max_compiles():  # the int8 tiles differ only to serve the first-tile max
+        qk_int8 = False
     family = "small" if smallest else gpu_class.tile_family
     pv_fp16 = gpu_class.fp16_accumulate_double_rate
     if family == "small":
