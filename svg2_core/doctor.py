@@ -9,7 +9,9 @@
 With --arch (one or more classes: 8.0 8.6 8.9 9.0 10.0 12.0, or any other capability >= 8.0): one line per
 launch, `ok` or `over` (needs more shared memory than the class gives a block) or `FAIL` (the compiler's
 error), with the kernel, its tiles, its shared bytes and the limit; exit status 1 when any launch fails or
-does not fit. Without a GPU and without --arch it says so and exits with status 2.
+does not fit. A class that the installed Triton cannot compile for at all (an architecture newer than it
+knows) is named as not supported by this Triton and its launches are skipped (exit status 1). Without a GPU
+and without --arch it says so and exits with status 2.
 """
 from __future__ import annotations
 
@@ -63,16 +65,58 @@ def _check(job: tuple) -> tuple[str, int | None, str]:
     return name, shared, f"{status} {label}: {shared:,} B shared of {limit:,} B"
 
 
+def triton_supports(capability: int) -> str | None:
+    """None when the installed Triton compiles a tensor-core dot for sm_<capability>, else why not (its first
+    error line). The probe runs in a process of its own: an old Triton aborts on an architecture it does not
+    know."""
+    import subprocess
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    probe = (f"from {package.name}.triton_kernels.compile_check import compile_probe; "
+             f"compile_probe({int(capability)})")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=package.parent, env=env, capture_output=True,
+                            text=True)
+    if result.returncode == 0:
+        return None
+    lines = [line.strip() for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
+def first_tile_max_note() -> str | None:
+    """The line that says int8 scores run the online softmax, when the installed Triton is older than the
+    first-tile max needs."""
+    import triton
+
+    from .triton_kernels.attention import FIRST_TILE_MAX_TRITON, first_tile_max_compiles
+    if first_tile_max_compiles():
+        return None
+    return (f"Triton {triton.__version__}: int8 scores run the online softmax (the first-tile-max loop needs "
+            f"Triton >= {'.'.join(map(str, FIRST_TILE_MAX_TRITON))})")
+
+
 def check_classes(capabilities: list[int], shared_memory: int | None = None, workers: int = 2,
                   out=sys.stdout, record: str | None = None) -> int:
     """Compile every launch of each class (and of its retry tiles) and print one line each; 1 when any fails or
-    does not fit, else 0. record: a JSON file that gets each class's shared bytes per launch (what the
-    compile-free tests check tile choices against)."""
+    does not fit, or when the installed Triton does not support a class, else 0. record: a JSON file that gets
+    each class's shared bytes per launch (what the compile-free tests check tile choices against)."""
+    import triton
+
     from .gpu_classes import class_for
 
-    jobs = []
+    note = first_tile_max_note()
+    if note:
+        print(note, file=out, flush=True)
+    jobs, unsupported = [], []
     for capability in capabilities:
         print(class_for(capability, shared_memory).describe(), file=out, flush=True)
+        reason = triton_supports(capability)
+        if reason:
+            unsupported.append(capability)
+            print(f"  not supported by this Triton ({triton.__version__}): a dot for sm_{capability} does not "
+                  f"compile ({reason[:200]}); its launches are skipped", file=out, flush=True)
+            continue
         for retry in (False, True):
             count = len(_launches(capability, shared_memory, retry)[1])
             jobs += [(capability, shared_memory, retry, index) for index in range(count)]
@@ -88,10 +132,12 @@ def check_classes(capabilities: list[int], shared_memory: int | None = None, wor
     for line in lines:
         print(line, file=out)
     failed = [line for line in lines if not line.startswith("ok")]
-    print(f"{len(lines)} launches compiled for {', '.join(f'sm_{c}' for c in capabilities)} in "
+    compiled = [c for c in capabilities if c not in unsupported]
+    print(f"{len(lines)} launches compiled for {', '.join(f'sm_{c}' for c in compiled) or 'no class'} in "
           f"{time.perf_counter() - start:.0f} s: {len(lines) - len(failed)} ok, {len(failed)} over the limit or "
-          "failed", file=out, flush=True)
-    return 1 if failed else 0
+          "failed" + (f"; not supported by Triton {triton.__version__}: "
+                      f"{', '.join(f'sm_{c}' for c in unsupported)}" if unsupported else ""), file=out, flush=True)
+    return 1 if failed or unsupported else 0
 
 
 def _record(path: str, measured: list[tuple[int, str, int | None]]) -> None:
@@ -135,6 +181,9 @@ def check_this_gpu(out=sys.stdout) -> int:
     cls = gpu_class(device)
     forced = os.environ.get(ENV_VAR)
     print(f"tiles act as {cls.describe()}" + (f" ({ENV_VAR}={forced})" if forced else ""), file=out)
+    note = first_tile_max_note()
+    if note:
+        print(note, file=out)
     if props.major < 8:
         print("the fast path needs compute capability 8.0 or newer: SVG2 serves calls with the model's attention",
               file=out)

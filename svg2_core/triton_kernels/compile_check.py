@@ -8,6 +8,7 @@ nothing).
 from __future__ import annotations
 
 import triton
+import triton.language as tl
 
 from .launches import KernelLaunch
 
@@ -79,3 +80,17 @@ def compile_launch(launch: KernelLaunch, capability: int):
     """Compile one production launch for sm_<capability>."""
     return compile_kernel(launch.kernel, launch.constexprs, launch.num_warps, launch.num_stages, capability,
                           launch.pointer_types)
+
+
+@triton.jit
+def _dot_probe_kernel(a_ptr, b_ptr, out_ptr, BLOCK: tl.constexpr):
+    """out = a @ b for one BLOCK x BLOCK tile: the smallest kernel that takes the GPU's MMA path."""
+    rows = tl.arange(0, BLOCK)[:, None] * BLOCK + tl.arange(0, BLOCK)[None, :]
+    tl.store(out_ptr + rows, tl.dot(tl.load(a_ptr + rows), tl.load(b_ptr + rows)))
+
+
+def compile_probe(capability: int):
+    """Compile a bf16 tensor-core dot for sm_<capability>. A Triton that does not know the architecture fails
+    here (an error, or an assertion that aborts the process: run it in a process of its own)."""
+    return compile_kernel(_dot_probe_kernel, dict(BLOCK=16), 1, 1, capability,
+                          {"a_ptr": "*bf16", "b_ptr": "*bf16", "out_ptr": "*fp32"})
