@@ -136,8 +136,8 @@ def test_value_copy_is_exact_and_scaled_per_head():
 @pytest.mark.skipif(not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists(),
                     reason="this triton wheel has no ptxas")
 def test_ptx_accumulates_p_v_in_fp16_on_sm89():
-    """Compiled for sm_89 (small tiles, int8 scores, first-tile max), the kernel with PV_FP16 holds the
-    fp16-accumulate MMA and without it does not."""
+    """Compiled for sm_89 (small tiles, int8 scores, the first-tile max where this Triton compiles it, else the
+    online softmax), the kernel with PV_FP16 holds the fp16-accumulate MMA and without it does not."""
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "try:\n    from svg2_core.triton_kernels.compile_check import compile_kernel\n"
@@ -145,7 +145,8 @@ def test_ptx_accumulates_p_v_in_fp16_on_sm89():
         "from svg2_core.triton_kernels import attention\n"
         "types = {'q_ptr': '*i8', 'k_ptr': '*i8', 'v_ptr': '*fp16', 'v_scale_ptr': '*fp32'}\n"
         "for pv_fp16 in (True, False):\n"
-        "    constexprs = dict(HEAD_DIM=64, BLOCK_M=64, BLOCK_N=32, QK_INT8=True, UPCAST=False, FIRST_TILE_MAX=True,\n"
+        "    constexprs = dict(HEAD_DIM=64, BLOCK_M=64, BLOCK_N=32, QK_INT8=True, UPCAST=False,\n"
+        "                      FIRST_TILE_MAX=attention.first_tile_max_compiles(),\n"
         "                      PV_FP16=pv_fp16, **({} if pv_fp16 else dict(v_scale_ptr=None)))\n"
         "    ptx = compile_kernel(attention._sparse_attention_kernel, constexprs, 4, 2, 89,\n"
         "                         types if pv_fp16 else {'q_ptr': '*i8', 'k_ptr': '*i8'}).asm['ptx']\n"
