@@ -3,9 +3,8 @@ its error must stay within 2x the error of PyTorch doing the same masked attenti
 import pytest
 import torch
 
-from oracle import masked_attention, relative_error
-from oracle import plan_mask as element_mask
-from triton_helpers import DEVICE, random_labels
+from oracle import masked_attention, plan_mask, relative_error
+from triton_helpers import DEVICE, one_key_rises, random_labels
 
 from svg2_core.backends import ClusterPlan, TorchBackend
 from svg2_core.triton_backend import TritonBackend
@@ -52,7 +51,7 @@ def test_sparse_attention_within_twice_torch_error(num_problems, num_tokens, hea
     q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
     scale = head_dim ** -0.5
     out = TritonBackend().sparse_attention(q, k, v, plan, scale)
-    allowed = element_mask(plan, num_tokens)
+    allowed = plan_mask(plan, num_tokens)
     oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
     assert out.dtype == q.dtype and out.shape == q.shape
@@ -71,7 +70,7 @@ def test_first_tile_max_within_twice_torch_error(case):
     q, k, v, plan = _problem(num_problems, num_tokens, head_dim, dtype, prefix, suffix, cq, ck, seed=num_tokens)
     scale = head_dim ** -0.5
     out = TritonBackend(FIRST_TILE_MAX).sparse_attention(q, k, v, plan, scale)
-    allowed = element_mask(plan, num_tokens)
+    allowed = plan_mask(plan, num_tokens)
     oracle = masked_attention(q, k, v, allowed, scale, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True), oracle)
     assert torch.isfinite(out).all()
@@ -95,21 +94,10 @@ def test_first_tile_max_survives_a_score_rise_past_the_limit(rise):
     must give that key's v within two bf16 roundings, 2^-7: its weight's (the loop sums its weights unrounded,
     like flash attention, and a 2^58 weight is not exact in bf16 as a running max's 1 is) and the output's;
     nothing may turn inf / nan."""
-    generator = torch.Generator().manual_seed(7)
-    num_tokens, head_dim = 96, 64
-    plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
-                       torch.tensor([[num_tokens]], dtype=torch.int32), torch.tensor([[num_tokens]], dtype=torch.int32),
-                       torch.ones(1, 1, 1, dtype=torch.bool), 0, 0)
-    plan = ClusterPlan(*(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in vars(plan).values()))
-    q = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
-    k = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
-    v = torch.randn(1, num_tokens, head_dim, generator=generator)
-    scale = head_dim ** -0.5
-    q[..., 0] = 1.0
-    k[0, -1, 0] = rise / scale
-    q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
+    q, k, v, plan, scale = one_key_rises(rise)
+    num_tokens = q.shape[1]
     out = TritonBackend(_config(16, 16, first_tile_max=True)).sparse_attention(q, k, v, plan, scale)
-    oracle = masked_attention(q, k, v, element_mask(plan, num_tokens), scale, low_precision=False)
+    oracle = masked_attention(q, k, v, plan_mask(plan, num_tokens), scale, low_precision=False)
     assert torch.isfinite(out).all()
     assert relative_error(out, oracle) <= 2.0 ** -7
 
@@ -125,7 +113,7 @@ def test_matches_the_reference_backend():
     q, k, v, plan = _problem(2, 128, 64, torch.float16, 3, 4, 5, 20, seed=1, density=0.5)
     out = TritonBackend().sparse_attention(q, k, v, plan, 0.125)
     reference = TorchBackend().sparse_attention(q.float(), k.float(), v.float(), plan, 0.125)
-    allowed = element_mask(plan, 128)
+    allowed = plan_mask(plan, 128)
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True), reference)
     assert relative_error(out, reference) <= 2 * torch_error
 
@@ -143,7 +131,7 @@ def test_small_key_tiles_share_many_tiny_clusters(config):
     split into full tiles and remainder tiles."""
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
     out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125)
-    allowed = element_mask(plan, 128)
+    allowed = plan_mask(plan, 128)
     oracle = masked_attention(q, k, v, allowed, 0.125, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True), oracle)
     assert relative_error(out, oracle) <= 2 * torch_error

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from oracle import masked_attention, relative_error
-from oracle import plan_mask as element_mask
+from oracle import masked_attention, plan_mask, relative_error
 from triton_helpers import DEVICE
 
 from svg2_core import SVG2Config, svg2_attention
@@ -49,7 +48,7 @@ def test_svg2_attention_with_the_triton_backend_is_within_twice_torch_error():
                        info.block_mask.reshape(4, 6, 16), 0, 8)
     assert torch.equal(info.q_cluster_sizes.sum(-1), torch.full((2, 2), 128, device=DEVICE, dtype=torch.int32))
     q3, k3, v3 = (x.reshape(4, 136, 64) for x in (q, k, v))
-    allowed = element_mask(plan, 136)
+    allowed = plan_mask(plan, 136)
     oracle = masked_attention(q3, k3, v3, allowed, 0.125, low_precision=False)
     torch_error = relative_error(masked_attention(q3, k3, v3, allowed, 0.125, low_precision=True), oracle)
     assert relative_error(out.reshape(4, 136, 64), oracle) <= 2 * torch_error

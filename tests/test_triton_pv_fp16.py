@@ -16,7 +16,7 @@ import torch
 import triton
 
 from oracle import masked_attention, plan_mask, relative_error
-from triton_helpers import DEVICE, random_labels
+from triton_helpers import DEVICE, one_key_rises, random_labels
 
 from svg2_core.backends import ClusterPlan
 from svg2_core.triton_backend import TritonBackend
@@ -98,20 +98,8 @@ def test_first_tile_max_fp16_overflow_is_recomputed(rise):
     largest v. 10: weight 2^14.4, fp16, but its product with v (x 2^e: 8 to 16) passes 65,504; 40: weight 2^58,
     inf in fp16. The overflow check must catch both and rerun the online softmax: that key's v within two
     bf16 roundings (2^-7), nothing inf / nan."""
-    generator = torch.Generator().manual_seed(7)
-    num_tokens, head_dim = 96, 64
-    plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
-                       torch.tensor([[num_tokens]], dtype=torch.int32), torch.tensor([[num_tokens]], dtype=torch.int32),
-                       torch.ones(1, 1, 1, dtype=torch.bool), 0, 0)
-    plan = ClusterPlan(*(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in vars(plan).values()))
-    q = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
-    k = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
-    v = torch.randn(1, num_tokens, head_dim, generator=generator)
-    scale = head_dim ** -0.5
-    q[..., 0] = 1.0
-    k[0, -1, 0] = rise / scale
-    v[0, -1] = 4.0 * v.abs().max()
-    q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
+    q, k, v, plan, scale = one_key_rises(rise, value_boost=4.0)
+    num_tokens = q.shape[1]
     config = dataclasses.replace(_config(True, block=16), remainder_m=0, pv_fp16_accumulate=True)
     out = TritonBackend(config).sparse_attention(q, k, v, plan, scale)
     oracle = masked_attention(q, k, v, plan_mask(plan, num_tokens), scale)

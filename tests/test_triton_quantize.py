@@ -3,8 +3,7 @@ against the fp32 emulation of the same rule (svg2_core.quantize)."""
 import pytest
 import torch
 
-from oracle import masked_attention, relative_error
-from oracle import plan_mask as element_mask
+from oracle import masked_attention, plan_mask, relative_error
 from triton_helpers import DEVICE
 
 from svg2_core import SVG2Config, svg2_attention
@@ -93,7 +92,7 @@ def test_int8_kernel_matches_the_int8_reference(num_problems, num_tokens, head_d
     scale = head_dim ** -0.5
     out = TritonBackend().sparse_attention(q, k, v, plan, scale, qk_int8=True)
     q_hat, k_hat = quantize_dequantize_qk(q, k)
-    allowed = element_mask(plan, num_tokens)
+    allowed = plan_mask(plan, num_tokens)
     oracle = masked_attention(q_hat, k_hat, v.float(), allowed, scale, low_precision=False)
     torch_error = relative_error(masked_attention(q, k, v, allowed, scale, low_precision=True),
                                  masked_attention(q, k, v, allowed, scale, low_precision=False))
@@ -114,7 +113,7 @@ def test_int8_kernel_with_remainder_tiles(config):
     q, k, v, plan = _problem(2, 128, 64, torch.bfloat16, 0, 8, 4, 60, seed=3, density=0.6)
     out = TritonBackend(config).sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
     reference = TorchBackend().sparse_attention(q, k, v, plan, 0.125, qk_int8=True)
-    allowed = element_mask(plan, 128)
+    allowed = plan_mask(plan, 128)
     torch_error = relative_error(masked_attention(q, k, v, allowed, 0.125, low_precision=True),
                                  masked_attention(q, k, v, allowed, 0.125, low_precision=False))
     assert relative_error(out, reference) <= 2 * torch_error
@@ -129,7 +128,7 @@ def test_public_api_int8_within_twice_torch_error():
                        info.q_cluster_sizes.reshape(4, -1), info.k_cluster_sizes.reshape(4, -1),
                        info.block_mask.reshape(4, 6, 16), 0, 8)
     q3, k3, v3 = (x.reshape(4, 136, 64) for x in (q, k, v))
-    allowed = element_mask(plan, 136)
+    allowed = plan_mask(plan, 136)
     q_hat, k_hat = quantize_dequantize_qk(q3, k3)
     oracle = masked_attention(q_hat, k_hat, v3.float(), allowed, 0.125, low_precision=False)
     exact = masked_attention(q3, k3, v3, allowed, 0.125, low_precision=False)

@@ -26,3 +26,27 @@ def random_labels(num_problems: int, num_points: int, num_clusters: int, generat
     labels = perm[labels].to(torch.int32)
     sizes = torch.stack([torch.bincount(row.long(), minlength=num_clusters) for row in labels]).to(torch.int32)
     return labels, sizes
+
+
+def one_key_rises(rise: float, value_boost: float = 0.0, num_tokens: int = 96, head_dim: int = 64):
+    """One problem, one query and one key cluster (every block kept), small random scores except one key of
+    the last key tile that scores `rise` (natural-log units) above every other for every query.
+    value_boost > 0: that key's v is value_boost x the largest |v|. Returns (q, k, v [1, N, D] bf16, plan,
+    scale) on DEVICE."""
+    from svg2_core.backends import ClusterPlan
+
+    generator = torch.Generator().manual_seed(7)
+    whole = torch.tensor([[num_tokens]], dtype=torch.int32)
+    plan = ClusterPlan(torch.zeros(1, num_tokens, dtype=torch.int32), torch.zeros(1, num_tokens, dtype=torch.int32),
+                       whole, whole.clone(), torch.ones(1, 1, 1, dtype=torch.bool), 0, 0)
+    plan = ClusterPlan(*(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in vars(plan).values()))
+    q = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
+    k = torch.randn(1, num_tokens, head_dim, generator=generator) * 0.1
+    v = torch.randn(1, num_tokens, head_dim, generator=generator)
+    scale = head_dim ** -0.5
+    q[..., 0] = 1.0
+    k[0, -1, 0] = rise / scale
+    if value_boost:
+        v[0, -1] = value_boost * v.abs().max()
+    q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
+    return q, k, v, plan, scale
