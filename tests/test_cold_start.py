@@ -107,8 +107,10 @@ def test_cold_clusterings_are_within_3_percent_of_a_long_lloyd(name):
 
 def test_cold_call_costs_at_most_1_5x_a_warm_call():
     suffix = 120
-    q, k, v = structured_qkv(1, 1, (5, 30, 44), 128, dtype=torch.float32, peakedness=5.0, num_objects=9,
-                             length_scale=3.5, dense_suffix=suffix, seed=44)  # 6,720 tokens
+    # 9,360 tokens: from about 5,000 on, the reference's O(N^2) attention outweighs the cold call's extra
+    # O(N x C) Lloyd steps; the margin keeps a loaded CI machine's noise from deciding
+    q, k, v = structured_qkv(1, 1, (7, 30, 44), 128, dtype=torch.float32, peakedness=5.0, num_objects=9,
+                             length_scale=3.5, dense_suffix=suffix, seed=44)
     config = SVG2Config()
 
     def call(state):
@@ -117,7 +119,7 @@ def test_cold_call_costs_at_most_1_5x_a_warm_call():
     warm_state = SVG2State()
     call(warm_state)
     cold_times, warm_times = [], []
-    for _ in range(3):  # interleaved, best of three: the machine's other load hits both alike
+    for _ in range(4):  # interleaved, best of four: the machine's other load hits both alike
         start = time.perf_counter()
         call(SVG2State())
         cold_times.append(time.perf_counter() - start)
