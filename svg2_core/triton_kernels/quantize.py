@@ -21,6 +21,19 @@ _LEVELS = tl.constexpr(INT8_LEVELS)  # the largest code, as the kernels see it
 
 
 @triton.jit
+def problem_base(ptr, problem, heads, stride_b, stride_h):
+    """Where problem g = b x heads + h starts in a [B, H, N, D] tensor read in place (64-bit offset)."""
+    return ptr + (problem // heads).to(tl.int64) * stride_b + (problem % heads).to(tl.int64) * stride_h
+
+
+@triton.jit
+def token_rows(base, tokens, dims, stride_n, ok):
+    """Rows [BLOCK_T, D] of the problem at `base` for `tokens` [BLOCK_T]; rows where `ok` [BLOCK_T, 1] is False
+    read as 0."""
+    return tl.load(base + tokens.to(tl.int64)[:, None] * stride_n + dims[None, :], mask=ok, other=0.0)
+
+
+@triton.jit
 def _key_stats_kernel(k_ptr, sums_ptr, maxs_ptr, mins_ptr, num_tokens, num_chunks, heads,
                       k_stride_b, k_stride_h, k_stride_n,
                       HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr):
@@ -30,14 +43,14 @@ def _key_stats_kernel(k_ptr, sums_ptr, maxs_ptr, mins_ptr, num_tokens, num_chunk
     chunk = tl.program_id(0)
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
-    base = k_ptr + (problem // heads).to(tl.int64) * k_stride_b + (problem % heads).to(tl.int64) * k_stride_h
+    base = problem_base(k_ptr, problem, heads, k_stride_b, k_stride_h)
     total = tl.zeros([BLOCK_T, HEAD_DIM], tl.float32)
     high = tl.full([BLOCK_T, HEAD_DIM], float("-inf"), tl.float32)
     low = tl.full([BLOCK_T, HEAD_DIM], float("inf"), tl.float32)
     for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, num_tokens), BLOCK_T):
         tokens = start + tl.arange(0, BLOCK_T)
         ok = (tokens < num_tokens)[:, None]
-        rows = tl.load(base + tokens.to(tl.int64)[:, None] * k_stride_n + dims[None, :], mask=ok, other=0.0)
+        rows = token_rows(base, tokens, dims, k_stride_n, ok)
         rows = rows.to(tl.float32)
         total += rows
         high = tl.maximum(high, tl.where(ok, rows, float("-inf")))
@@ -57,8 +70,8 @@ def _key_codes_kernel(k_ptr, mean_ptr, multiplier_ptr, codes_ptr, num_tokens, he
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
     ok = (tokens < num_tokens)[:, None]
-    base = k_ptr + (problem // heads).to(tl.int64) * k_stride_b + (problem % heads).to(tl.int64) * k_stride_h
-    rows = tl.load(base + tokens.to(tl.int64)[:, None] * k_stride_n + dims[None, :], mask=ok, other=0.0)
+    base = problem_base(k_ptr, problem, heads, k_stride_b, k_stride_h)
+    rows = token_rows(base, tokens, dims, k_stride_n, ok)
     mean = tl.load(mean_ptr + problem * HEAD_DIM + dims)
     multiplier = tl.load(multiplier_ptr + problem)
     codes = tl.floor((rows.to(tl.float32) - mean[None, :]) * multiplier + 0.5)
@@ -76,8 +89,8 @@ def _query_codes_kernel(q_ptr, codes_ptr, scales_ptr, num_tokens, heads, q_strid
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
     ok = tokens < num_tokens
-    base = q_ptr + (problem // heads).to(tl.int64) * q_stride_b + (problem % heads).to(tl.int64) * q_stride_h
-    rows = tl.load(base + tokens.to(tl.int64)[:, None] * q_stride_n + dims[None, :], mask=ok[:, None], other=0.0)
+    base = problem_base(q_ptr, problem, heads, q_stride_b, q_stride_h)
+    rows = token_rows(base, tokens, dims, q_stride_n, ok[:, None])
     rows = rows.to(tl.float32)
     absmax = tl.max(tl.abs(rows), axis=1)
     absmax = tl.where(absmax > 0, absmax, 1.0)

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from ..problems import ProblemStrides, problem_rows
+from .quantize import problem_base, token_rows
 
 STATS_CHUNK = 256
 # max |v| x scale lands in [2^(T - 1), 2^T), T this exponent
@@ -33,12 +34,12 @@ def _value_absmax_kernel(v_ptr, maxs_ptr, num_tokens, num_chunks, heads, v_strid
     chunk = tl.program_id(0)
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
-    base = v_ptr + (problem // heads).to(tl.int64) * v_stride_b + (problem % heads).to(tl.int64) * v_stride_h
+    base = problem_base(v_ptr, problem, heads, v_stride_b, v_stride_h)
     high = tl.zeros([BLOCK_T, HEAD_DIM], tl.float32)
     for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, num_tokens), BLOCK_T):
         tokens = start + tl.arange(0, BLOCK_T)
         ok = (tokens < num_tokens)[:, None]
-        rows = tl.load(base + tokens.to(tl.int64)[:, None] * v_stride_n + dims[None, :], mask=ok, other=0.0)
+        rows = token_rows(base, tokens, dims, v_stride_n, ok)
         high = tl.maximum(high, tl.abs(rows.to(tl.float32)))
     tl.store(maxs_ptr + problem * num_chunks + chunk, tl.max(tl.max(high, axis=1), axis=0))
 
@@ -51,8 +52,8 @@ def _value_fp16_kernel(v_ptr, multiplier_ptr, out_ptr, num_tokens, heads, v_stri
     problem = tl.program_id(1)
     dims = tl.arange(0, HEAD_DIM)
     ok = (tokens < num_tokens)[:, None]
-    base = v_ptr + (problem // heads).to(tl.int64) * v_stride_b + (problem % heads).to(tl.int64) * v_stride_h
-    rows = tl.load(base + tokens.to(tl.int64)[:, None] * v_stride_n + dims[None, :], mask=ok, other=0.0)
+    base = problem_base(v_ptr, problem, heads, v_stride_b, v_stride_h)
+    rows = token_rows(base, tokens, dims, v_stride_n, ok)
     scaled = rows.to(tl.float32) * tl.load(multiplier_ptr + problem)
     flat = problem.to(tl.int64) * num_tokens + tokens
     tl.store(out_ptr + flat[:, None] * HEAD_DIM + dims[None, :], scaled.to(tl.float16), mask=ok)
