@@ -1,8 +1,8 @@
 """SVG2 hyper-parameters, validated when constructed.
 
 Defaults follow the official 720p scripts (300 query / 1000 key clusters, top-p 0.9, a floor of 10% of
-the key clusters, 2 warm-started k-means iterations). A cold start runs 8 iterations from seeds spread over
-the token order (svg2_core.kmeans.grid_initial_centroids), where the official code runs 50 from random seeds:
+the key clusters, 2 warm-started k-means iterations). A cold start takes 8 iterations from seeds spread over
+the token order (svg2_core.kmeans.grid_initial_centroids), where the official code takes 50 from random seeds:
 on structured inputs 8 reach the objective of a 50-iteration Lloyd from k-means++ seeds within 3%
 (tests/test_cold_start.py), so the first sparse step costs little more than a warm one.
 """
