@@ -7,11 +7,14 @@
                                              # the Triton wheel's ptxas at the class's shared-memory limit
 
 With --arch (one or more classes: 8.0 8.6 8.9 9.0 10.0 12.0, or any other capability >= 8.0): one line per
-launch, `ok` or `over` (needs more shared memory than the class gives a block) or `FAIL` (the compiler's
-error), with the kernel, its tiles, its shared bytes and the limit; exit status 1 when any launch fails or
-does not fit. A class that the installed Triton cannot compile for at all (an architecture newer than it
-knows) is named as not supported by this Triton and its launches are skipped (exit status 1). Without a GPU
-and without --arch it says so and exits with status 2.
+launch, `ok` or `over` (needs more shared memory than the class gives a block) or `FAIL` (the compiler's error),
+with the kernel, its tiles, its shared bytes and the limit; exit status 1 when any launch fails or does not fit.
+On 8.6 / 8.9 / 12.0 the attention is compiled with both P V accumulations (fp16 on GeForce cards, fp32 on the
+others). --sass adds, per tensor-core launch, its registers, stack (spill) bytes and the instructions and MMAs
+of its hottest loop: what to compare when tuning a class's tiles without its GPU. A class that the installed
+Triton cannot compile for at all (an architecture newer than it knows) is named as not supported by this Triton
+and its launches are skipped (exit status 1). Without a GPU and without --arch it says so and exits with status
+2.
 """
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ RETRY_LAUNCHES = ("attention ", "row table ", "key plan ", "assign hd")
 
 def _check(job: tuple) -> tuple[str, int | None, str]:
     """One launch of one class compiled: (name, shared bytes or None when it failed, its report line)."""
-    capability, shared_memory, retry, index = job
-    from .triton_kernels.compile_check import compile_launch
+    capability, shared_memory, retry, index, sass = job
+    from .triton_kernels.compile_check import compile_launch, loop_profile
 
     gpu_class, launches = _launches(capability, shared_memory, retry)
     launch = launches[index]
@@ -62,7 +65,13 @@ def _check(job: tuple) -> tuple[str, int | None, str]:
     if launch.constexprs.get("PV_FP16") and FP16_ACCUMULATE_MMA not in compiled.asm["ptx"]:
         return name, None, f"FAIL {label}: P V should accumulate in fp16, the PTX has no {FP16_ACCUMULATE_MMA}"
     status = "ok  " if shared <= limit else "over"
-    return name, shared, f"{status} {label}: {shared:,} B shared of {limit:,} B"
+    line = f"{status} {label}: {shared:,} B shared of {limit:,} B"
+    if sass and launch.tensor_cores:
+        try:
+            line += f"; {loop_profile(compiled).describe()}"
+        except Exception as error:  # the compile is what the check is about
+            line += f"; no SASS profile ({type(error).__name__}: {error})"
+    return name, shared, line
 
 
 def triton_supports(capability: int) -> str | None:
@@ -97,10 +106,12 @@ def first_tile_max_note() -> str | None:
 
 
 def check_classes(capabilities: list[int], shared_memory: int | None = None, workers: int = 2,
-                  out=sys.stdout, record: str | None = None) -> int:
+                  out=sys.stdout, record: str | None = None, sass: bool = False) -> int:
     """Compile every launch of each class (and of its retry tiles) and print one line each; 1 when any fails or
     does not fit, or when the installed Triton does not support a class, else 0. record: a JSON file that gets
-    each class's shared bytes per launch (what the compile-free tests check tile choices against)."""
+    each class's shared bytes per launch (what the compile-free tests check tile choices against). sass: each
+    tensor-core launch's line also gives its registers, stack bytes and hottest loop's instructions and MMAs
+    (`compile_check.LoopProfile`)."""
     import triton
 
     from .gpu_classes import class_for
@@ -119,7 +130,7 @@ def check_classes(capabilities: list[int], shared_memory: int | None = None, wor
             continue
         for retry in (False, True):
             count = len(_launches(capability, shared_memory, retry)[1])
-            jobs += [(capability, shared_memory, retry, index) for index in range(count)]
+            jobs += [(capability, shared_memory, retry, index, sass) for index in range(count)]
     start = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -264,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", metavar="JSON",
                         help="with --arch: also write each launch's shared bytes per class to this file (the "
                              "tests' tests/data/launch_shared_memory.json)")
+    parser.add_argument("--sass", action="store_true",
+                        help="with --arch: also give each tensor-core launch's registers, stack bytes and the "
+                             "instructions and MMAs of its hottest loop (read with the wheel's cuobjdump)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="compiles at once (default: 2, or 1 on one core)")
     return parser
@@ -281,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             print(f"{PROGRAM}: {error}", file=sys.stderr)
             return 2
-        return check_classes(capabilities, args.shared_memory, max(1, args.workers), record=args.record)
+        return check_classes(capabilities, args.shared_memory, max(1, args.workers), record=args.record,
+                             sass=args.sass)
     import torch
     if not torch.cuda.is_available():
         print(f"No CUDA GPU is visible here ({_versions()}), so SVG2's fast path cannot run on this machine. "

@@ -1,12 +1,13 @@
 """GPU classes: what the fast path's tile choices depend on, per NVIDIA compute capability.
 
-A class carries the compute capability, the shared memory one block may use (opt-in), the SM count, whether
-the tensor cores take fp8 operands, and whether an fp16 MMA that accumulates in fp16 runs at twice the rate
-of one accumulating in fp32 (GeForce cards of the classes 8.6, 8.9 and 12.0; a forced class acts as a GeForce
-card). `gpu_class(device)` reads it from the device once per device; `SVG2_GPU_CLASS=8.9` (or the bench's / doctor's `--gpu-class`, `--arch`) makes tile
-selection act as that class on any GPU. Kernels choose tiles by `tile_family`: "large" (sm_80, sm_90,
-sm_100: the tiles measured on the H200), "consumer" (101,376 B of shared memory: sm_86, sm_89, sm_120) or
-"small" (any class with less; also what a launch that ran out of resources is retried with).
+A class carries the compute capability, the shared memory one block may use (opt-in), the SM count, whether the
+tensor cores take fp8 operands, and whether an fp16 MMA that accumulates in fp16 runs at twice the rate of one
+accumulating in fp32 (GeForce cards of the classes 8.6, 8.9 and 12.0; a forced class acts as a GeForce card).
+`gpu_class(device)` reads it from the device once per device; `SVG2_GPU_CLASS=8.9` (or the bench's / doctor's
+`--gpu-class`, `--arch`) makes tile selection act as that class on any GPU. Kernels choose tiles by
+`tile_family`: "large" (sm_80, sm_90, sm_100: the tiles measured on the H200), "consumer" (101,376 B of shared
+memory: sm_86, sm_89, sm_120) or "small" (any class with less; also what a launch that ran out of resources is
+retried with).
 
 Imports neither Triton nor a GPU driver.
 """

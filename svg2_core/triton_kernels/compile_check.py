@@ -7,6 +7,8 @@ nothing).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import triton
 import triton.language as tl
 
@@ -94,3 +96,89 @@ def compile_probe(capability: int):
     here (an error, or an assertion that aborts the process: run it in a process of its own)."""
     return compile_kernel(_dot_probe_kernel, dict(BLOCK=16), 1, 1, capability,
                           {"a_ptr": "*bf16", "b_ptr": "*bf16", "out_ptr": "*fp32"})
+
+
+
+
+def is_mma(opcode: str) -> bool:
+    """A tensor-core MMA's SASS opcode: HMMA / IMMA / QMMA (mma.sync), HGMMA / IGMMA / QGMMA (sm_90 wgmma)..."""
+    return opcode.endswith("MMA")
+
+
+@dataclass(frozen=True)
+class LoopProfile:
+    """What the GPU runs for one compiled kernel: registers per thread, stack bytes per thread (spills), and
+    its hottest loop (the most MMA instructions; of equals, the one that closes first: an inner loop, or the
+    first-tile max's loop before its fallback): instructions per iteration and their opcodes.
+    Where the tensor cores outpace issue (an H100 running sm_8x code), time follows the instruction count;
+    where the MMA rate bounds the loop (GeForce fp32 accumulation), it follows the MMA count."""
+
+    registers: int
+    stack_bytes: int
+    loop_instructions: int
+    loop_opcodes: dict
+
+    def mma_counts(self) -> dict:
+        return {op: count for op, count in self.loop_opcodes.items() if is_mma(op)}
+
+    def describe(self) -> str:
+        mma = ", ".join(f"{count} {op}" for op, count in self.mma_counts().items())
+        return (f"{self.registers} registers, {self.stack_bytes} B stack; hottest loop {self.loop_instructions} "
+                f"instructions per iteration ({mma or 'no MMA'})")
+
+
+def cuobjdump() -> str | None:
+    """The cuobjdump that ships with the triton wheel (or one on PATH), None when there is none."""
+    import shutil
+    from pathlib import Path
+
+    for name in ("cuobjdump", "cuobjdump.exe"):
+        bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+        if bundled.exists():
+            return str(bundled)
+    return shutil.which("cuobjdump")
+
+
+def parse_loop_profile(sass: str, resource_usage: str) -> LoopProfile:
+    """LoopProfile from `cuobjdump -sass` and `cuobjdump -res-usage` text of one kernel: loops are the spans
+    from a backward branch's target to the branch (an iteration's instructions, whichever paths it takes)."""
+    import collections
+    import re
+
+    registers = re.search(r"REG:(\d+)", resource_usage)
+    stack = re.search(r"STACK:(\d+)", resource_usage)
+    instructions = [(int(address, 16), text.strip())
+                    for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    position = {address: index for index, (address, _) in enumerate(instructions)}
+    best = None
+    for index, (address, text) in enumerate(instructions):
+        branch = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        target = int(branch.group(1), 16) if branch else None
+        if target is None or target >= address or target not in position:
+            continue
+        body = instructions[position[target]:index + 1]
+        opcodes = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", line).split()[0].split(".")[0]
+                                      for _, line in body)
+        mma = sum(count for op, count in opcodes.items() if is_mma(op))
+        if best is None or mma > best[0]:  # ties: the loop that closes first (an inner loop, the main loop)
+            best = (mma, len(body), opcodes)
+    _, length, opcodes = best if best else (None, 0, collections.Counter())
+    return LoopProfile(int(registers.group(1)) if registers else 0, int(stack.group(1)) if stack else 0, length,
+                       dict(opcodes.most_common()))
+
+
+def loop_profile(compiled) -> LoopProfile:
+    """LoopProfile of a compiled kernel (`compile_kernel` / `compile_launch`), read with cuobjdump."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    tool = cuobjdump()
+    if tool is None:
+        raise RuntimeError("no cuobjdump: neither the triton wheel (backends/nvidia/bin) nor PATH has one")
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass, usage = (subprocess.run([tool, flag, str(cubin)], capture_output=True, text=True, check=True).stdout
+                       for flag in ("-sass", "-res-usage"))
+    return parse_loop_profile(sass, usage)

@@ -1,15 +1,16 @@
 """Every production launch of the fast path's Triton kernels for a GPU class, in one list, so that a compile
 check can build each for a GPU it does not have (`python -m svg2_core.doctor --arch 8.9`).
 
-A launch names its kernel, its constexpr arguments, warps, pipeline stages and the element types of its
-pointer arguments (POINTER_TYPES by argument name, any other `*_ptr` int32; scalars int32 but FLOAT_SCALARS).
-The shapes follow the wrappers for that class: attention tiles from `attention.class_config`, the row table
-and key plan at the attention's key tile, k-means at every assign configuration the class autotunes over
+A launch names its kernel, its constexpr arguments, warps, pipeline stages and the element types of its pointer
+arguments (POINTER_TYPES by argument name, any other `*_ptr` int32; scalars int32 but FLOAT_SCALARS). The shapes
+follow the wrappers for that class: attention tiles from `attention.class_config` (with both P V accumulations
+where the class's choice is fp16: its GeForce cards take fp16, its other cards fp32), the row table and key plan
+at the attention's key tile, k-means at every assign configuration the class autotunes over
 (`kmeans.ASSIGN_TILES`), fp8 k-means only where the class has fp8 dots.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..gpu_classes import CLASSES, DEFAULT_CAPABILITY, GpuClass
 from . import attention, kmeans, plan, quantize, selection, value_scale
@@ -56,24 +57,29 @@ class KernelLaunch:
 
 
 def _attention_launches(head_dim: int, qk_int8: bool, gpu_class: GpuClass, smallest: bool) -> list[KernelLaunch]:
-    config = attention.class_config(head_dim, qk_int8, gpu_class, smallest)
+    """The attention launches at these scores: with both P V accumulations where the class's choice is fp16
+    (a card of the class takes fp16 only when its fp32-accumulate MMA runs at half rate, `gpu_classes.detect`)."""
+    class_choice = attention.class_config(head_dim, qk_int8, gpu_class, smallest)
     kernel = attention._sparse_attention_kernel
     precision = "int8" if qk_int8 else "bf16"
-    pointer_types = dict(INT8_CODES) if qk_int8 else {}
-    constexprs = dict(HEAD_DIM=head_dim, QK_INT8=qk_int8, UPCAST=False, FIRST_TILE_MAX=config.first_tile_max)
-    constexprs["PV_FP16"] = config.pv_fp16_accumulate
-    if config.pv_fp16_accumulate:  # v comes in as its fp16 copy, v_scale_ptr its scale per problem
-        pointer_types["v_ptr"] = "*fp16"
-    else:
-        constexprs["v_scale_ptr"] = None  # no kernel argument
     found = []
-    for role, (block_m, block_n, warps, stages) in zip(("main", "remainder"), attention.attention_launches(config)):
-        found.append(KernelLaunch(
-            f"attention hd{head_dim} {precision} {role} {block_m}x{block_n}x{warps}x{stages}"
-            + (" first-tile max" if config.first_tile_max else "")
-            + (", P V fp16 accumulate" if config.pv_fp16_accumulate else ", P V fp32 accumulate"),
-            kernel, dict(constexprs, BLOCK_M=block_m, BLOCK_N=block_n), warps, stages, pointer_types,
-            tensor_cores=True))
+    for pv_fp16 in ((True, False) if class_choice.pv_fp16_accumulate else (False,)):
+        config = replace(class_choice, pv_fp16_accumulate=pv_fp16)
+        pointer_types = dict(INT8_CODES) if qk_int8 else {}
+        constexprs = dict(HEAD_DIM=head_dim, QK_INT8=qk_int8, UPCAST=False, FIRST_TILE_MAX=config.first_tile_max,
+                          PV_FP16=pv_fp16)
+        if pv_fp16:  # v comes in as its fp16 copy, v_scale_ptr its scale per problem
+            pointer_types["v_ptr"] = "*fp16"
+        else:
+            constexprs["v_scale_ptr"] = None  # no kernel argument
+        for role, (block_m, block_n, warps, stages) in zip(("main", "remainder"),
+                                                           attention.attention_launches(config)):
+            found.append(KernelLaunch(
+                f"attention hd{head_dim} {precision} {role} {block_m}x{block_n}x{warps}x{stages}"
+                + (" first-tile max" if config.first_tile_max else "")
+                + (", P V fp16 accumulate" if pv_fp16 else ", P V fp32 accumulate"),
+                kernel, dict(constexprs, BLOCK_M=block_m, BLOCK_N=block_n), warps, stages, pointer_types,
+                tensor_cores=True))
     return found
 
 
