@@ -98,8 +98,6 @@ def compile_probe(capability: int):
                           {"a_ptr": "*bf16", "b_ptr": "*bf16", "out_ptr": "*fp32"})
 
 
-
-
 def is_mma(opcode: str) -> bool:
     """A tensor-core MMA's SASS opcode: HMMA / IMMA / QMMA (mma.sync), HGMMA / IGMMA / QGMMA (sm_90 wgmma)..."""
     return opcode.endswith("MMA")
