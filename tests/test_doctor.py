@@ -1,24 +1,14 @@
 """`python -m svg2_core.doctor`: with --arch it compiles every launch of a GPU class at the class's shared-memory
 limit (exit 0 when all fit, 1 otherwise); without a GPU and without --arch it says so and suggests --arch."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import torch
-import triton
+from triton_helpers import needs_ptxas, run_compiled
 
 from svg2_core import doctor
 
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 
-
-@pytest.mark.skipif(not PTXAS.exists(), reason=f"this triton wheel has no ptxas at {PTXAS}")
+@needs_ptxas
 def test_every_launch_fits_an_rtx_3090():
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "svg2_core.doctor", "--arch", "8.6"], env=env,
-                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    result = run_compiled("-m", "svg2_core.doctor", "--arch", "8.6", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     launches = [line for line in lines if line.startswith(("ok", "over", "FAIL"))]
@@ -59,7 +49,7 @@ json.dump(profiles, sys.stdout)
 """
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason=f"this triton wheel has no ptxas at {PTXAS}")
+@needs_ptxas
 def test_sass_profile_counts_the_key_tile_loop_of_the_attention():
     """--sass: the hottest loop of the 8.9 int8 attention (128 x 64 key tiles, 8 warps, head dim 128) is one key
     tile: per warp 128 x 64 x 128 / 8 / (16 x 8 x 16) = 64 fp16 / bf16 MMAs (P V) and 64 x 128 x 128 / 8 /
@@ -67,9 +57,7 @@ def test_sass_profile_counts_the_key_tile_loop_of_the_attention():
     Compiled in a process of its own (the suite's kernels run interpreted)."""
     import json
 
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", PROFILE_ATTENTION_89], env=env, capture_output=True, text=True,
-                            timeout=600, cwd=Path(__file__).resolve().parents[1])
+    result = run_compiled("-c", PROFILE_ATTENTION_89, timeout=600)
     assert result.returncode == 0, result.stderr
     profiles = json.loads(result.stdout)
     for profile in profiles.values():

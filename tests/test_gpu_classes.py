@@ -11,7 +11,7 @@ import torch
 
 import triton_helpers  # noqa: F401  (TRITON_INTERPRET=1 before any kernel module)
 from oracle import relative_error
-from triton_helpers import random_labels
+from triton_helpers import random_labels, run_compiled
 
 from svg2_core import backends, gpu_classes
 from svg2_core.backends import ClusterPlan, FastPathOutOfResources, GuardedBackend, TorchBackend
@@ -215,9 +215,6 @@ def test_a_forced_consumer_class_serves_calls_with_fp16_pv(monkeypatch):
 def test_the_kernels_import_without_making_an_autotuner():
     """An autotuner made at import asks older Tritons for a GPU driver: the assign kernel's are made on first
     use, so importing the fast path makes none (checked in a fresh interpreter, GPU compile mode)."""
-    import os
-    import subprocess
-    import sys
     code = ("import sys, triton\n"
             "from triton.runtime.autotuner import Autotuner\n"
             "import svg2_core.triton_backend\n"
@@ -225,9 +222,7 @@ def test_the_kernels_import_without_making_an_autotuner():
             "         for n, value in vars(module).items() if isinstance(value, Autotuner)]\n"
             "from svg2_core.triton_kernels import kmeans\n"
             "print(found, len(kmeans._ASSIGN_AUTOTUNERS))\n")
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = run_compiled("-c", code, timeout=120)
     assert result.returncode == 0 and result.stdout.split() == ["[]", "0"], result.stdout + result.stderr
 
 

@@ -2,18 +2,10 @@
 reported, and sm_90's attention launch needs what it needed when its tiles were measured on the H200. The
 doctor (`python -m svg2_core.doctor --arch ...`, tests/test_doctor.py and .ci/run) compiles every launch per
 GPU class."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-import triton
-
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+from triton_helpers import needs_ptxas, run_compiled
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason=f"this triton wheel has no ptxas at {PTXAS}")
+@needs_ptxas
 def test_a_block_over_the_shared_memory_limit_is_seen_on_the_cpu():
     """A 256-row bf16 query tile needs more shared memory than sm_90 gives a block (the GPU refuses it with
     OutOfResources); the compile reports it. sm_90's int8 first-tile-max main tiles need 180,224 B."""
@@ -26,9 +18,7 @@ def test_a_block_over_the_shared_memory_limit_is_seen_on_the_cpu():
         "print('int8 128 rows:', compile_kernel(attention._sparse_attention_kernel, "
         "dict(constexprs, BLOCK_M=128, QK_INT8=True, FIRST_TILE_MAX=True), 8, 3, 90, "
         "{'q_ptr': '*i8', 'k_ptr': '*i8'}).metadata.shared)\n")
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = run_compiled("-c", code, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     over = int(result.stdout.split("bf16 256 rows:")[1].split()[0])
     assert over > 232_448, result.stdout

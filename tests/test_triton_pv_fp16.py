@@ -6,17 +6,12 @@ heads far apart in magnitude give the fp32-accumulate path's error: with bf16 in
 bf16 output's rounding dominates both), with fp16 inputs within 2x (fp16 rounds the output 8x finer, so the
 fp16 sums show)."""
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-import triton
 
 from oracle import masked_attention, plan_mask, relative_error
-from triton_helpers import DEVICE, one_key_rises, random_labels
+from triton_helpers import DEVICE, needs_ptxas, one_key_rises, random_labels, run_compiled
 
 from svg2_core.backends import ClusterPlan
 from svg2_core.triton_backend import TritonBackend
@@ -121,8 +116,7 @@ def test_value_copy_is_exact_and_scaled_per_head():
     assert torch.all((peaks >= 8) & (peaks < 16) | (peaks == 0)) and peaks[4] == 0 and v_scale[4] == 2.0 ** -4
 
 
-@pytest.mark.skipif(not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists(),
-                    reason="this triton wheel has no ptxas")
+@needs_ptxas
 def test_ptx_accumulates_p_v_in_fp16_on_sm89():
     """Compiled for sm_89 (small tiles, int8 scores, the first-tile max where this Triton compiles it, else the
     online softmax), the kernel with PV_FP16 holds the fp16-accumulate MMA and without it does not."""
@@ -139,9 +133,7 @@ def test_ptx_accumulates_p_v_in_fp16_on_sm89():
         "    ptx = compile_kernel(attention._sparse_attention_kernel, constexprs, 4, 2, 89,\n"
         "                         types if pv_fp16 else {'q_ptr': '*i8', 'k_ptr': '*i8'}).asm['ptx']\n"
         f"    print(pv_fp16, ptx.count('{FP16_MMA}'))\n")
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = run_compiled("-c", code, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     counts = dict(line.split() for line in result.stdout.splitlines())
     assert int(counts["True"]) > 0 and int(counts["False"]) == 0, result.stdout

@@ -3,13 +3,30 @@
 Imported before any Triton kernel module so that, without a GPU, kernels run under TRITON_INTERPRET=1.
 """
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
+import triton
 
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+# the compile checks build kernels for GPUs this machine lacks with the wheel's ptxas
+needs_ptxas = pytest.mark.skipif(not PTXAS.exists(), reason=f"this triton wheel has no ptxas at {PTXAS}")
+
+
+def run_compiled(*python_args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`python *python_args` in a process of its own at the checkout's root, without TRITON_INTERPRET (this
+    suite interprets kernels; a compile check must build them): its stdout and stderr as text."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, *python_args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=Path(__file__).resolve().parents[1])
 
 
 def random_labels(num_problems: int, num_points: int, num_clusters: int, generator: torch.Generator,
