@@ -101,6 +101,28 @@ def load_pack():
     return sys.modules[PACK_MODULE]
 
 
+def patch_node(node, monkeypatch, *settings: dict) -> list[tuple]:
+    """node().patch(...) once per settings dict on a model stub, with the pack's SVG2Patch replaced by a
+    recorder: the (config, schedule) each call built, in order (no ComfyUI needed)."""
+    import types
+
+    svg2_patch = sys.modules[node.__module__]
+    built = []
+
+    class RecordingPatch:
+        def __init__(self, config, schedule, *args):
+            built.append((config, schedule))
+
+        def install(self, model_patcher):
+            pass
+
+    monkeypatch.setattr(svg2_patch, "SVG2Patch", RecordingPatch)
+    model = types.SimpleNamespace(clone=lambda: types.SimpleNamespace(model_options={}))
+    for values in settings:
+        node().patch(model, **values)
+    return built
+
+
 def build_checkpoint(name: str, directory: Path, seed: int = 0) -> Path:
     """A tiny random-weight state dict of the real class, saved as safetensors in `directory`."""
     import comfy.ops

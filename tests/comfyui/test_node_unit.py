@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from comfy_env import load_pack
+from comfy_env import load_pack, patch_node
 
 pack = load_pack()
 svg2_patch = pack.nodes.svg2_patch
@@ -64,20 +64,8 @@ def test_bad_widget_values_raise_naming_the_allowed_range(name, value, message):
 
 
 def test_qk_int8_reaches_the_config_on_by_default(monkeypatch):
-    configs = []
-
-    class RecordingPatch:
-        def __init__(self, config, *args):
-            configs.append(config)
-
-        def install(self, model_patcher):
-            pass
-
-    monkeypatch.setattr(svg2_patch, "SVG2Patch", RecordingPatch)
-    model = types.SimpleNamespace(clone=lambda: types.SimpleNamespace(model_options={}))
-    NODE().patch(model, **SETTINGS)
-    NODE().patch(model, **SETTINGS, qk_int8=False)
-    assert [config.qk_int8 for config in configs] == [True, False]
+    built = patch_node(NODE, monkeypatch, SETTINGS, dict(SETTINGS, qk_int8=False))
+    assert [config.qk_int8 for config, _ in built] == [True, False]
 
 
 def test_step_index_matches_then_brackets():

@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from comfy_env import load_pack
+from comfy_env import load_pack, patch_node
 
 pack = load_pack()
 svg2_patch = pack.nodes.svg2_patch
@@ -53,19 +53,8 @@ def _widgets_as_the_frontend_loads_them(saved: list) -> dict:
 
 
 def _schedule_of(values: dict, monkeypatch):
-    schedules = []
-
-    class RecordingPatch:
-        def __init__(self, config, schedule, *args):
-            schedules.append(schedule)
-
-        def install(self, model_patcher):
-            pass
-
-    monkeypatch.setattr(svg2_patch, "SVG2Patch", RecordingPatch)
-    model = types.SimpleNamespace(clone=lambda: types.SimpleNamespace(model_options={}))
-    NODE().patch(model, **values)
-    return schedules[0]
+    (_, schedule), = patch_node(NODE, monkeypatch, values)
+    return schedule
 
 
 @pytest.mark.parametrize("shift", [8.0, 5.0])
